@@ -1,0 +1,3 @@
+from nb2container.cli import main
+import sys
+sys.exit(main())

@@ -1,0 +1,131 @@
+"""Docker behind a narrow interface: build a folder, tag, run a container that always cleans up."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+
+from nb2container.errors import BuildError, SmokeTestError
+from nb2container.model import BuiltImage
+from nb2container.progress import Progress
+
+_LOG_TAIL_LINES = 25
+
+
+@dataclass
+class RunningContainer:
+    container: Any
+    url: str
+
+    def logs(self) -> str:
+        return self.container.logs().decode(errors="replace")
+
+
+class Engine:
+    def __init__(self, client: docker.DockerClient | None = None) -> None:
+        try:
+            self.client = client or docker.from_env()
+            self.client.ping()
+        except docker.errors.DockerException as exc:
+            raise BuildError(
+                f"No Docker engine answers ({exc}). Start one, or point DOCKER_HOST at it "
+                "(for development here: eval \"$(scripts/engine.sh)\")."
+            ) from None
+
+    def build(self, folder: Path, progress: Progress) -> BuiltImage:
+        """Build ``folder`` untagged (the tag is given only to an image that passed its smoke test)."""
+        log: list[str] = []
+        image_id = None
+        try:
+            stream = self.client.api.build(path=str(folder), rm=True, forcerm=True, decode=True, pull=False)
+            for chunk in stream:
+                if "error" in chunk:
+                    raise BuildError(
+                        f"The image did not build: {chunk['error'].strip()}", _tail(log)
+                    )
+                for line in chunk.get("stream", "").splitlines():
+                    log.append(line)
+                    progress.log(line)
+                    if line.startswith("Step "):
+                        progress.detail(line)
+                image_id = chunk.get("aux", {}).get("ID", image_id)
+        except docker.errors.APIError as exc:
+            raise BuildError(f"The Docker engine refused the build: {exc.explanation}", _tail(log)) from None
+        if not image_id:
+            raise BuildError("The build ended without an image.", _tail(log))
+        image = self.client.images.get(image_id)
+        return BuiltImage(id=image.id, size_bytes=int(image.attrs["Size"]))
+
+    def tag(self, image_id: str, tag: str) -> None:
+        repository, _, version = tag.rpartition(":") if ":" in tag.split("/")[-1] else (tag, "", "latest")
+        self.client.images.get(image_id).tag(repository, version or "latest")
+
+    def inspect(self, reference: str) -> BuiltImage:
+        try:
+            image = self.client.images.get(reference)
+        except docker.errors.ImageNotFound:
+            raise SmokeTestError(f"The engine has no image {reference}. Build it first.") from None
+        return BuiltImage(id=image.id, size_bytes=int(image.attrs["Size"]))
+
+    def run_command(self, image: str, command: list[str]) -> str:
+        """Run a one-off command in the image and return its output."""
+        output = self.client.containers.run(image, command, remove=True, stdout=True, stderr=True)
+        return bytes(output).decode()
+
+    @contextlib.contextmanager
+    def serve(self, image: str, port: int, ready_timeout: float = 120) -> Iterator[RunningContainer]:
+        """Run ``image`` on a free loopback port until healthy; always removed afterwards."""
+        host_port = free_port()
+        container = self.client.containers.run(
+            image, detach=True, ports={f"{port}/tcp": ("127.0.0.1", host_port)},
+            labels={"io.nb2container.smoke": "1"},
+        )
+        running = RunningContainer(container, f"http://127.0.0.1:{host_port}")
+        try:
+            _wait_ready(running, ready_timeout)
+            yield running
+        finally:
+            with contextlib.suppress(docker.errors.APIError):
+                container.remove(force=True)
+
+
+def _wait_ready(running: RunningContainer, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        running.container.reload()
+        if running.container.status in ("exited", "dead"):
+            raise SmokeTestError(
+                "The container stopped before it was ready. Its log ends with:\n"
+                + "\n".join(running.logs().splitlines()[-_LOG_TAIL_LINES:])
+            )
+        try:
+            with urllib.request.urlopen(running.url + "/ready", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, OSError):
+            pass
+        time.sleep(0.3)
+    raise SmokeTestError(
+        f"The container was not ready after {timeout:.0f} s. Its log ends with:\n"
+        + "\n".join(running.logs().splitlines()[-_LOG_TAIL_LINES:])
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _tail(lines: list[str]) -> str:
+    return "\n".join(lines[-_LOG_TAIL_LINES:])

@@ -1,0 +1,143 @@
+"""The plain, JSON-serialisable dataclasses that pass between the stages."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    kind: str  # inspect.Parameter kind name, e.g. POSITIONAL_OR_KEYWORD
+    has_default: bool
+    default: str | None  # repr of the default value
+    annotation: str | None
+
+
+@dataclass(frozen=True)
+class Artifact:
+    name: str  # the notebook global it restores
+    file: str  # relative to artifacts/
+    type: str
+    format: str  # pickle | cloudpickle
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class ServingSpec:
+    """What the generated module holds: the function and everything it needs."""
+
+    function: str
+    signature: str
+    parameters: tuple[Parameter, ...]
+    is_async: bool
+    imports: tuple[str, ...]
+    constants: tuple[tuple[str, str], ...]
+    definitions: tuple[str, ...]
+    artifacts: tuple[Artifact, ...]
+
+
+@dataclass(frozen=True)
+class KernelInterpreter:
+    python_version: str
+    implementation: str
+    executable: str
+    machine: str
+    module_distributions: dict[str, list[str]]
+
+
+@dataclass(frozen=True)
+class Example:
+    """One recorded call of the function, and what the notebook says it returned."""
+
+    cell: int  # 1-based position of the cell in the notebook
+    execution_count: int | None
+    args: list[Any]
+    kwargs: dict[str, Any]
+    fresh_result: Any  # JSON form of the result in the fresh run
+    fresh_text: str | None  # text/plain of the result in the fresh run
+    stored_text: str | None  # the notebook's stored text/plain for this call, when it shows one
+    replayable: bool = True
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Capture:
+    notebook: Path
+    notebook_sha256: str
+    spec: ServingSpec
+    interpreter: KernelInterpreter
+    modules: tuple[str, ...]
+    examples: tuple[Example, ...]
+    calls_total: int
+    artifacts_dir: Path
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Pin:
+    name: str
+    version: str
+    wheel: str  # file name in the wheelhouse
+    sha256: str
+
+
+@dataclass(frozen=True)
+class FrozenEnvironment:
+    python_version: str
+    pins: tuple[Pin, ...]
+    roots: tuple[str, ...]  # distributions the function imports directly
+    unmapped_modules: tuple[str, ...] = ()
+
+    @property
+    def packages(self) -> dict[str, str]:
+        return {pin.name: pin.version for pin in self.pins}
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    id: str
+    size_bytes: int
+
+
+@dataclass
+class SmokeCase:
+    cell: int
+    call: str
+    request: Any
+    expected: Any
+    expected_from: str  # "notebook" (stored output) or "fresh run"
+    actual: Any = None
+    passed: bool = False
+    skipped: bool = False  # not replayable over JSON (see difference)
+    difference: str | None = None
+    note: str = ""
+
+
+@dataclass
+class SmokeReport:
+    cases: list[SmokeCase] = field(default_factory=list)
+    health: bool = False
+
+    @property
+    def passed(self) -> int:
+        return sum(case.passed for case in self.cases)
+
+    @property
+    def skipped(self) -> int:
+        return sum(case.skipped for case in self.cases)
+
+    @property
+    def failed(self) -> int:
+        return len(self.cases) - self.passed - self.skipped
+
+    @property
+    def ok(self) -> bool:
+        return self.health and self.failed == 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"health": self.health, "passed": self.passed, "failed": self.failed,
+                "skipped": self.skipped,
+                "cases": [asdict(case) for case in self.cases]}

@@ -1,0 +1,281 @@
+"""Run a notebook in its own kernel (nbclient) and capture the serving function there."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import nbformat
+from IPython.core.inputtransformer2 import TransformerManager
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError, DeadKernelError
+
+import nb2container
+from nb2container.errors import CaptureError, UsageError
+from nb2container.model import (
+    Artifact,
+    Capture,
+    Example,
+    KernelInterpreter,
+    Parameter,
+    ServingSpec,
+)
+from nb2container.progress import Progress
+
+SERVE_TAG = "serve"
+
+_BOOTSTRAP = """
+def __nb2container_bootstrap():
+    import sys
+    try:
+        import nb2container.kernel.recorder
+    except ImportError:
+        sys.path.insert(0, {package_parent!r})
+    from nb2container.kernel.recorder import CallRecorder
+    CallRecorder(get_ipython(), {function!r}).install()
+__nb2container_bootstrap(); del __nb2container_bootstrap
+"""
+
+_CAPTURE = """
+def __nb2container_capture():
+    from nb2container.kernel.capture import capture_to_file
+    capture_to_file(get_ipython().user_ns, {function!r}, {out_dir!r})
+__nb2container_capture(); del __nb2container_capture
+"""
+
+
+def read_notebook(path: Path) -> nbformat.NotebookNode:
+    if not path.is_file():
+        raise UsageError(f"There is no notebook at {path}. Give the path of an .ipynb file.")
+    try:
+        return nbformat.read(path, as_version=4)
+    except Exception as exc:
+        raise UsageError(
+            f"{path} is not a readable Jupyter notebook ({exc}). Open it in Jupyter and save it "
+            "again, then build."
+        ) from None
+
+
+def python_source(cell_source: str) -> str:
+    """A cell's source as Python, IPython syntax (%magics, !shell) transformed away."""
+    return TransformerManager().transform_cell(cell_source)
+
+
+def defined_functions(nb: nbformat.NotebookNode) -> dict[str, int]:
+    """Top-level functions the notebook's code cells define: name -> 1-based cell number."""
+    found: dict[str, int] = {}
+    for number, cell in enumerate(nb.cells, start=1):
+        if cell.cell_type != "code":
+            continue
+        try:
+            tree = ast.parse(python_source(cell.source))
+        except SyntaxError:
+            continue
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                found[node.name] = number
+    return found
+
+
+def choose_function(nb: nbformat.NotebookNode, requested: str | None, path: Path) -> str:
+    """``--function``, else the function in a cell tagged ``serve``, else ``predict``."""
+    functions = defined_functions(nb)
+    listing = ", ".join(f"`{name}` (cell {cell})" for name, cell in sorted(functions.items()))
+    listing = listing or "none"
+    if requested:
+        if requested not in functions:
+            raise CaptureError(
+                f"{path.name} defines no function named `{requested}`. The functions its cells "
+                f"define are: {listing}. Pass one of them with --function."
+            )
+        return requested
+    for number, cell in enumerate(nb.cells, start=1):
+        if cell.cell_type == "code" and SERVE_TAG in cell.get("metadata", {}).get("tags", []):
+            tagged = [name for name, at in functions.items() if at == number]
+            if tagged:
+                return tagged[0]
+    if "predict" in functions:
+        return "predict"
+    raise CaptureError(
+        f"nb2container does not know which function of {path.name} to serve: no cell is tagged "
+        f"`{SERVE_TAG}` and none defines `predict`. Functions defined: {listing}. Pass "
+        "--function NAME, or tag the cell that defines it `serve`."
+    )
+
+
+def capture_notebook(
+    path: Path, function: str | None, kernel: str | None, timeout: int, progress: Progress
+) -> Capture:
+    """Execute the notebook in its kernel, recording calls, then capture inside that kernel."""
+    stored = read_notebook(path)
+    function = choose_function(stored, function, path)
+    staging = Path(tempfile.mkdtemp(prefix="nb2container-capture-"))
+    executed = _execute(stored, path, function, kernel, timeout, staging, progress)
+    raw = json.loads((staging / "capture.json").read_text())
+    if "refusal" in raw:
+        raise CaptureError(_refusal_message(raw["refusal"], path))
+    return _to_capture(raw, path, stored, executed, staging)
+
+
+def _execute(
+    stored: nbformat.NotebookNode,
+    path: Path,
+    function: str,
+    kernel: str | None,
+    timeout: int,
+    staging: Path,
+    progress: Progress,
+) -> nbformat.NotebookNode:
+    nb = nbformat.from_dict(json.loads(json.dumps(stored)))
+    kernel_name = kernel or nb.metadata.get("kernelspec", {}).get("name") or "python3"
+    client = NotebookClient(
+        nb, timeout=timeout, kernel_name=kernel_name, allow_errors=False,
+        resources={"metadata": {"path": str(path.parent.resolve())}},
+    )
+    package_parent = str(Path(nb2container.__file__).resolve().parent.parent)
+    progress.step(f"Running {path.name} in a fresh `{kernel_name}` kernel")
+    try:
+        with client.setup_kernel():
+            _run_hidden(client, _BOOTSTRAP.format(package_parent=package_parent, function=function))
+            code_cells = sum(cell.cell_type == "code" for cell in nb.cells)
+            done = 0
+            for index, cell in enumerate(nb.cells):
+                if cell.cell_type == "code":
+                    done += 1
+                    progress.detail(f"cell {index + 1} ({done}/{code_cells})")
+                client.execute_cell(cell, index)
+            progress.step(f"Capturing `{function}` inside the kernel")
+            _run_hidden(client, _CAPTURE.format(function=function, out_dir=str(staging)))
+    except CellExecutionError as exc:
+        raise CaptureError(_cell_error_message(exc, nb, path)) from None
+    except DeadKernelError as exc:
+        raise CaptureError(
+            f"The kernel died while running {path.name} ({exc}). Check that the notebook runs top "
+            "to bottom in a fresh kernel (it may need more memory than this machine has)."
+        ) from None
+    except Exception as exc:
+        if type(exc).__name__ == "NoSuchKernel":
+            raise CaptureError(
+                f"No Jupyter kernel named `{kernel_name}` is installed here (the notebook's "
+                "kernelspec names it). Install it, or pick one with --kernel "
+                "(`jupyter kernelspec list` shows them)."
+            ) from None
+        raise
+    return nb
+
+
+def _run_hidden(client: NotebookClient, code: str) -> None:
+    """Run code in the kernel without adding to its history or execution counts."""
+    client.nb.cells.append(nbformat.v4.new_code_cell(code))
+    try:
+        client.execute_cell(client.nb.cells[-1], len(client.nb.cells) - 1, store_history=False)
+    finally:
+        client.nb.cells.pop()
+
+
+def _cell_error_message(exc: CellExecutionError, nb: nbformat.NotebookNode, path: Path) -> str:
+    number = next(
+        (i + 1 for i, cell in enumerate(nb.cells)
+         if any(o.get("output_type") == "error" for o in cell.get("outputs", []))),
+        None,
+    )
+    where = f"cell {number}" if number else "a cell"
+    first_line = nb.cells[number - 1].source.strip().splitlines()[0] if number else ""
+    return (
+        f"{where.capitalize()} of {path.name} failed when nb2container ran the notebook in a "
+        f"fresh kernel: {exc.ename}: {exc.evalue}"
+        + (f" (the cell starts `{first_line}`)" if first_line else "")
+        + ". The image is built from a clean top-to-bottom run; fix the cell so that "
+        "Restart & Run All succeeds, then build again."
+    )
+
+
+def _refusal_message(refusal: dict[str, Any], path: Path) -> str:
+    message = str(refusal["message"])
+    if refusal.get("candidates"):
+        message += " Functions the notebook defines: " + ", ".join(
+            f"`{name}`" for name in refusal["candidates"]
+        ) + "."
+    return f"{path.name}: {message}"
+
+
+def _to_capture(
+    raw: dict[str, Any],
+    path: Path,
+    stored: nbformat.NotebookNode,
+    executed: nbformat.NotebookNode,
+    staging: Path,
+) -> Capture:
+    spec = ServingSpec(
+        function=raw["function"],
+        signature=raw["signature"],
+        parameters=tuple(Parameter(**p) for p in raw["parameters"]),
+        is_async=raw["is_async"],
+        imports=tuple(raw["imports"]),
+        constants=tuple((name, value) for name, value in raw["constants"]),
+        definitions=tuple(raw["definitions"]),
+        artifacts=tuple(
+            Artifact(**{k: a[k] for k in ("name", "file", "type", "format", "size_bytes")})
+            for a in raw["artifacts"]
+        ),
+    )
+    env = raw["environment"]
+    return Capture(
+        notebook=path.resolve(),
+        notebook_sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+        spec=spec,
+        interpreter=KernelInterpreter(**env),
+        modules=tuple(raw["modules"]),
+        examples=tuple(examples_from_calls(raw["calls"], stored, executed)),
+        calls_total=raw["calls_total"],
+        artifacts_dir=staging / "artifacts",
+    )
+
+
+def examples_from_calls(
+    calls: list[dict[str, Any]], stored: nbformat.NotebookNode, executed: nbformat.NotebookNode
+) -> list[Example]:
+    """Pair each recorded call with the output the notebook stored for it.
+
+    A call's stored output is its cell's ``execute_result`` when, in the fresh run, that
+    result displayed exactly as the call's result (the call is the cell's value).
+    """
+    cell_of_count = {
+        cell.get("execution_count"): index
+        for index, cell in enumerate(executed.cells)
+        if cell.cell_type == "code" and cell.get("execution_count") is not None
+    }
+    examples = []
+    for call in calls:
+        index = cell_of_count.get(call["execution_count"])
+        stored_text = None
+        if index is not None and call["result_text"] is not None:
+            fresh_shown = _result_text(executed.cells[index])
+            if fresh_shown == call["result_text"] and index < len(stored.cells):
+                stored_text = _result_text(stored.cells[index])
+        examples.append(
+            Example(
+                cell=(index + 1) if index is not None else 0,
+                execution_count=call["execution_count"],
+                args=call["args"],
+                kwargs=call["kwargs"],
+                fresh_result=call["result"],
+                fresh_text=call["result_text"],
+                stored_text=stored_text,
+                replayable=call["replayable"],
+                reason=call["reason"],
+            )
+        )
+    return examples
+
+
+def _result_text(cell: nbformat.NotebookNode) -> str | None:
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "execute_result":
+            text = output.get("data", {}).get("text/plain")
+            return "".join(text) if isinstance(text, list) else text
+    return None

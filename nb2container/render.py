@@ -1,0 +1,147 @@
+"""Render a build folder from a capture and a frozen environment (Jinja2 templates).
+
+The folder is plain Docker: ``docker build`` on it gives the same image as nb2container.
+Rendering is deterministic: lists are sorted, nothing time-dependent is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+import nb2container
+from nb2container.errors import UsageError
+from nb2container.model import Capture, FrozenEnvironment
+from nb2container.runtime import server
+from nb2container.wheelhouse import cache_dir
+
+MARKER = ".nb2container"
+
+
+def templates_dir() -> Path:
+    packaged = Path(nb2container.__file__).parent / "templates"  # inside the wheel
+    return packaged if packaged.is_dir() else Path(nb2container.__file__).parent.parent / "templates"
+
+
+def environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(templates_dir()),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+def base_image(python_version: str) -> str:
+    return f"python:{python_version}-slim-bookworm"
+
+
+def default_tag(notebook: Path, function: str) -> str:
+    name = re.sub(r"[^a-z0-9._-]+", "-", f"{notebook.stem}-{function}".lower()).strip("-._")
+    return f"{name}:latest"
+
+
+def render(capture: Capture, frozen: FrozenEnvironment, folder: Path, tag: str, port: int) -> Path:
+    """Write the build folder; returns it. Replaces a folder nb2container rendered before."""
+    _prepare(folder)
+    context = _context(capture, frozen, tag, port)
+    env = environment()
+    outputs = {
+        "Dockerfile": "Dockerfile.j2",
+        "README.md": "README.md.j2",
+        "requirements.lock": "requirements.lock.j2",
+        ".dockerignore": "dockerignore.j2",
+        "app/notebook_function.py": "notebook_function.py.j2",
+    }
+    for target, template in outputs.items():
+        path = folder / target
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(env.get_template(template).render(context))
+    compile((folder / "app/notebook_function.py").read_text(), "notebook_function.py", "exec")
+    shutil.copyfile(server.__file__, folder / "app/nb2c_server.py")
+    (folder / "app/spec.json").write_text(json.dumps(_spec(capture, frozen), indent=2, sort_keys=True) + "\n")
+    _copy_files(capture.artifacts_dir, folder / "artifacts", [a.file for a in capture.spec.artifacts])
+    _copy_files(cache_dir(), folder / "wheels", [pin.wheel for pin in frozen.pins])
+    (folder / MARKER).write_text(f"rendered by nb2container {nb2container.__version__}\n")
+    return folder
+
+
+def _prepare(folder: Path) -> None:
+    if folder.exists() and any(folder.iterdir()):
+        if not (folder / MARKER).exists():
+            raise UsageError(
+                f"{folder} already exists and was not made by nb2container; it is left untouched. "
+                "Choose another folder with --output, or empty this one."
+            )
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+
+
+def _copy_files(source: Path, target: Path, names: list[str]) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for name in sorted(names):
+        try:
+            os.link(source / name, target / name)  # same file system: no copy of big wheels
+        except OSError:
+            shutil.copyfile(source / name, target / name)
+
+
+def _context(capture: Capture, frozen: FrozenEnvironment, tag: str, port: int) -> dict[str, Any]:
+    spec = capture.spec
+    example = next((e for e in capture.examples if e.replayable), None)
+    return {
+        "version": nb2container.__version__,
+        "notebook_name": capture.notebook.name,
+        "notebook_sha256": capture.notebook_sha256,
+        "function": spec.function,
+        "signature": spec.signature,
+        "python_version": frozen.python_version,
+        "base_image": base_image(frozen.python_version),
+        "tag": tag,
+        "port": port,
+        "pins": sorted(frozen.pins, key=lambda p: p.name),
+        "imports": sorted(spec.imports),
+        "constants": sorted(spec.constants),
+        "definitions": list(spec.definitions),
+        "artifacts": sorted(spec.artifacts, key=lambda a: a.name),
+        "example_body": json.dumps(request_body(spec.parameters, example.args, example.kwargs))
+        if example else "{}",
+    }
+
+
+def request_body(parameters: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
+    """The JSON body that replays a call: names -> values, or an array when args can't be named."""
+    names = [p.name for p in parameters if p.kind in ("POSITIONAL_OR_KEYWORD", "KEYWORD_ONLY")]
+    positional_only = any(p.kind in ("POSITIONAL_ONLY", "VAR_POSITIONAL") for p in parameters)
+    if not args:
+        return dict(kwargs)
+    if not positional_only and len(args) <= len(names):
+        return {**dict(zip(names, args, strict=False)), **kwargs}
+    if kwargs:
+        raise ValueError("positional-only arguments mixed with keywords cannot be sent as JSON")
+    return list(args)
+
+
+def _spec(capture: Capture, frozen: FrozenEnvironment) -> dict[str, Any]:
+    spec = capture.spec
+    return {
+        "module": "notebook_function",
+        "function": spec.function,
+        "signature": spec.signature,
+        "parameters": [asdict(p) for p in spec.parameters],
+        "is_async": spec.is_async,
+        "python": frozen.python_version,
+        "packages": frozen.packages,
+        "notebook": capture.notebook.name,
+        "notebook_sha256": capture.notebook_sha256,
+        "nb2container": nb2container.__version__,
+    }

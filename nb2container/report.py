@@ -1,0 +1,77 @@
+"""The build's report: a JSON document for machines and a table for people."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nb2container.model import SmokeReport
+
+
+@dataclass
+class BuildReport:
+    notebook: str
+    function: str
+    image: str | None
+    image_id: str | None
+    size_bytes: int | None
+    python: str
+    packages: dict[str, str]
+    folder: str | None
+    smoke: SmokeReport | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "notebook": self.notebook,
+            "function": self.function,
+            "image": self.image,
+            "image_id": self.image_id,
+            "size_bytes": self.size_bytes,
+            "python": self.python,
+            "packages": self.packages,
+            "build_folder": self.folder,
+            "smoke": self.smoke.to_dict() if self.smoke else None,
+        }
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2, default=str) + "\n")
+
+
+def smoke_table(report: SmokeReport) -> str:
+    """call | notebook output | container output | verdict, fitted to the terminal."""
+    rows = [("cell", "call", "notebook", "container", "verdict")]
+    for case in report.cases:
+        verdict = "skipped" if case.skipped else ("match" if case.passed else "MISMATCH")
+        rows.append((str(case.cell or "-"), case.call, _short(case.expected), _short(case.actual),
+                     verdict))
+    width = max(60, shutil.get_terminal_size((120, 20)).columns)
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    widths[1] = max(10, min(widths[1], width - sum(widths) + widths[1] - 12))
+    lines = []
+    for n, row in enumerate(rows):
+        cells = [_fit(value, widths[i]) for i, value in enumerate(row)]
+        lines.append("  ".join(cells).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    for case in report.cases:
+        if case.difference and not case.passed:
+            lines.append(f"cell {case.cell}: {case.call}: {case.difference}")
+        if case.note:
+            lines.append(f"note, cell {case.cell}: {case.note}")
+    summary = f"{report.passed} passed, {report.failed} failed"
+    if report.skipped:
+        summary += f", {report.skipped} skipped"
+    lines.append(f"health: {'ok' if report.health else 'FAILED'}; calls: {summary}")
+    return "\n".join(lines)
+
+
+def _short(value: Any) -> str:
+    return "-" if value is None else json.dumps(value, default=str)
+
+
+def _fit(text: str, width: int) -> str:
+    return text.ljust(width) if len(text) <= width else text[: width - 1] + "…"

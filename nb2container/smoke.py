@@ -1,0 +1,98 @@
+"""Replay the notebook's calls against the running container and compare the answers."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+from nb2container.compare import Unparseable, difference, parse_display_text
+from nb2container.engine import Engine
+from nb2container.model import Example, Parameter, SmokeCase, SmokeReport
+from nb2container.progress import Progress
+from nb2container.render import request_body
+
+
+def smoke_test(
+    engine: Engine,
+    image: str,
+    examples: tuple[Example, ...],
+    parameters: tuple[Parameter, ...],
+    function: str,
+    port: int,
+    rel_tol: float,
+    abs_tol: float,
+    progress: Progress,
+) -> SmokeReport:
+    report = SmokeReport()
+    progress.step(f"Smoke test: running the image and replaying {len(examples)} call(s)")
+    with engine.serve(image, port) as running:
+        report.health = _get(running.url + "/health") == 200
+        for example in examples:
+            case = _case(example, parameters, function)
+            if not case.skipped:
+                status, answer = post_json(running.url + "/predict", case.request)
+                _judge(case, status, answer, rel_tol, abs_tol)
+            report.cases.append(case)
+    return report
+
+
+def _case(example: Example, parameters: tuple[Parameter, ...], function: str) -> SmokeCase:
+    shown = [repr(a) for a in example.args] + [f"{k}={v!r}" for k, v in example.kwargs.items()]
+    case = SmokeCase(
+        cell=example.cell,
+        call=f"{function}({', '.join(shown)})",
+        request=None,
+        expected=example.fresh_result,
+        expected_from="fresh run",
+    )
+    if example.stored_text is not None:
+        try:
+            case.expected, case.expected_from = parse_display_text(example.stored_text), "notebook"
+        except Unparseable:
+            case.note = f"the stored output {example.stored_text!r} is not a value; compared with a fresh run"
+    if example.stored_text is not None and example.fresh_text not in (None, example.stored_text):
+        case.note = (f"the notebook's stored output differs from a fresh run ({example.fresh_text}): "
+                     "the stored outputs may be out of date; re-run the notebook")
+    if not example.replayable:
+        case.skipped, case.difference = True, f"not replayed: {example.reason}"
+        return case
+    try:
+        case.request = request_body(parameters, example.args, example.kwargs)
+    except ValueError as exc:
+        case.skipped, case.difference = True, f"not replayed: {exc}"
+    return case
+
+
+def _judge(case: SmokeCase, status: int, answer: Any, rel_tol: float, abs_tol: float) -> None:
+    if status != 200 or not isinstance(answer, dict) or "result" not in answer:
+        case.difference = f"the container answered HTTP {status}: {json.dumps(answer)[:300]}"
+        return
+    case.actual = answer["result"]
+    case.difference = difference(case.expected, case.actual, rel_tol, abs_tol)
+    case.passed = case.difference is None
+
+
+def post_json(url: str, body: Any, timeout: float = 60) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        try:
+            return error.code, json.loads(error.read() or b"null")
+        except ValueError:
+            return error.code, None
+
+
+def _get(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+    except OSError:
+        return 0

@@ -1,0 +1,125 @@
+"""Resolve and download the wheels of a closure on the host, for the image's platform.
+
+Nothing is resolved at ``docker build`` time: the build folder carries every wheel and the
+lock its sha256, and the Dockerfile installs with ``--no-index --require-hashes``.
+Downloads are cached between builds (``NB2C_CACHE_DIR``, default ~/.cache/nb2container).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from packaging.tags import Tag, compatible_tags, cpython_tags
+from packaging.utils import canonicalize_name, parse_wheel_filename
+from packaging.version import Version
+
+from nb2container.errors import FreezeError
+from nb2container.model import Pin
+from nb2container.progress import Progress
+
+_ARCH = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}
+_GLIBC_MINOR = 36  # Debian bookworm, the base image's distribution
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("NB2C_CACHE_DIR") or Path.home() / ".cache" / "nb2container"
+    path = Path(root) / "wheels"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def platform_tags(platform: str) -> list[str]:
+    if platform not in _ARCH:
+        raise FreezeError(f"Unsupported --platform {platform}; use one of {', '.join(_ARCH)}.")
+    arch = _ARCH[platform]
+    manylinux = [f"manylinux_2_{minor}_{arch}" for minor in range(_GLIBC_MINOR, 16, -1)]
+    legacy = ["manylinux2014", "manylinux2010", "manylinux1"] if arch == "x86_64" else ["manylinux2014"]
+    return manylinux + [f"{name}_{arch}" for name in legacy]
+
+
+def target_tags(python_version: str, platform: str) -> list[Tag]:
+    """Wheel tags the image's interpreter accepts, most preferred first."""
+    major, minor = (int(part) for part in python_version.split(".")[:2])
+    platforms = platform_tags(platform) + [f"linux_{_ARCH[platform]}"]
+    return list(cpython_tags((major, minor), platforms=platforms)) + list(
+        compatible_tags((major, minor), platforms=platforms)
+    )
+
+
+def fetch(packages: dict[str, str], python_version: str, platform: str, progress: Progress) -> list[Pin]:
+    """One wheel per pinned package, downloaded (or taken from the cache), with its sha256."""
+    folder = cache_dir()
+    tags = target_tags(python_version, platform)
+    missing = [n for n, v in packages.items() if _best_wheel(folder, n, v, tags) is None]
+    if missing:
+        progress.step(f"Downloading {len(missing)} wheel(s) for {platform}, Python {python_version}")
+        _download(missing, packages, python_version, platform, folder)
+    pins = []
+    for name, version in packages.items():
+        wheel = _best_wheel(folder, name, version, tags)
+        if wheel is None:
+            raise FreezeError(
+                f"No wheel of {name}=={version} fits the image (Python {python_version}, "
+                f"{platform}). Install a version of {name} that publishes wheels for this "
+                "platform in the notebook's environment, re-run the notebook, and build again."
+            )
+        pins.append(Pin(name, version, wheel.name, hashlib.sha256(wheel.read_bytes()).hexdigest()))
+    return pins
+
+
+def _best_wheel(folder: Path, name: str, version: str, tags: list[Tag]) -> Path | None:
+    rank = {tag: i for i, tag in enumerate(tags)}
+    best: tuple[int, Path] | None = None
+    for path in folder.glob("*.whl"):
+        try:
+            wheel_name, wheel_version, _, wheel_tags = parse_wheel_filename(path.name)
+        except ValueError:
+            continue
+        if wheel_name != canonicalize_name(name) or wheel_version != Version(version):
+            continue
+        score = min((rank[t] for t in wheel_tags if t in rank), default=None)
+        if score is not None and (best is None or score < best[0]):
+            best = (score, path)
+    return best[1] if best else None
+
+
+def _download(names: list[str], packages: dict[str, str], python_version: str, platform: str,
+              folder: Path) -> None:
+    major, minor = python_version.split(".")[:2]
+    base = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+            "--disable-pip-version-check", "--dest", str(folder),
+            "--python-version", f"{major}.{minor}", "--implementation", "cp",
+            "--abi", f"cp{major}{minor}", "--abi", "abi3", "--abi", "none"]
+    for tag in platform_tags(platform):
+        base += ["--platform", tag]
+    requirements = [f"{name}=={packages[name]}" for name in names]
+    if _pip(base + requirements) == "":
+        return
+    for requirement in requirements:  # find the culprit; build from source when it is ours to build
+        error = _pip(base + [requirement])
+        if error and not _build_locally(requirement, platform, folder):
+            raise FreezeError(
+                f"{requirement} could not be downloaded as a wheel for the image ({error}). "
+                "Check that this exact version is on the package index; if it was installed "
+                "from a local folder or git, reinstall it from the index or pin a released version."
+            )
+
+
+def _build_locally(requirement: str, platform: str, folder: Path) -> bool:
+    """Build a wheel from the sdist, possible only when the image's platform is the host's."""
+    if _ARCH.get(platform) != os.uname().machine:
+        return False
+    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(folder), requirement]
+    return _pip(command) == ""
+
+
+def _pip(command: list[str]) -> str:
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode == 0:
+        return ""
+    lines = [line for line in done.stderr.splitlines() if line.startswith("ERROR")]
+    return (lines[-1] if lines else done.stderr.strip()[-300:]).removeprefix("ERROR: ")

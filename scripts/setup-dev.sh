@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Creates .venv with nb2container (editable), its test tools, and the packages the
+# example notebooks import. Idempotent: a second run only checks.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+venv="$root/.venv"
+python=${NB2C_PYTHON:-python3}
+if [ ! -x "$venv/bin/python" ]; then
+    "$python" -m venv "$venv"
+fi
+stamp="$venv/.nb2c-installed"
+inputs=$(cat "$root/pyproject.toml" "$root/notebooks/requirements.txt" | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$inputs" ]; then
+    "$venv/bin/python" -m pip install -q --upgrade pip
+    "$venv/bin/python" -m pip install -q -e "$root[test]" -r "$root/notebooks/requirements.txt"
+    echo "$inputs" > "$stamp"
+fi
+echo "dev environment ready: $venv ($("$venv/bin/python" -V))" >&2
