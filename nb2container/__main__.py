@@ -1,3 +1,5 @@
-from nb2container.cli import main
 import sys
+
+from nb2container.cli import main
+
 sys.exit(main())

@@ -34,7 +34,7 @@ def installed_graph(python: str) -> dict[str, tuple[str, list[str]]]:
             f"pipdeptree could not read the packages of the kernel's interpreter {python}: "
             f"{done.stderr.strip()[-500:]}. Check that this interpreter still exists and runs."
         )
-    graph = {}
+    graph: dict[str, tuple[str, list[str]]] = {}
     for entry in json.loads(done.stdout):
         package = entry["package"]
         graph[canonicalize_name(package["key"])] = (

@@ -44,7 +44,7 @@ def platform_tags(platform: str) -> list[str]:
 def target_tags(python_version: str, platform: str) -> list[Tag]:
     """Wheel tags the image's interpreter accepts, most preferred first."""
     major, minor = (int(part) for part in python_version.split(".")[:2])
-    platforms = platform_tags(platform) + [f"linux_{_ARCH[platform]}"]
+    platforms = [*platform_tags(platform), f"linux_{_ARCH[platform]}"]
     return list(cpython_tags((major, minor), platforms=platforms)) + list(
         compatible_tags((major, minor), platforms=platforms)
     )
@@ -100,7 +100,7 @@ def _download(names: list[str], packages: dict[str, str], python_version: str, p
     if _pip(base + requirements) == "":
         return
     for requirement in requirements:  # find the culprit; build from source when it is ours to build
-        error = _pip(base + [requirement])
+        error = _pip([*base, requirement])
         if error and not _build_locally(requirement, platform, folder):
             raise FreezeError(
                 f"{requirement} could not be downloaded as a wheel for the image ({error}). "

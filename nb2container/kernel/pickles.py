@@ -32,9 +32,9 @@ def modules_in_pickle(data: bytes) -> set[str]:
         elif name == "MEMOIZE":
             memo[len(memo)] = last
         elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-            memo[int(arg)] = last
+            memo[int(str(arg))] = last
         elif name in ("GET", "BINGET", "LONG_BINGET"):
-            last = memo.get(int(arg))
+            last = memo.get(int(str(arg)))
             strings.append(last)
         else:
             last = None

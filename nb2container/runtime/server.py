@@ -80,7 +80,7 @@ def call_function(body: Any) -> Any:
         raise RequestError(422, f"arguments do not match {_State.spec['function']}"
                                 f"{_State.spec['signature']}: {exc}") from None
     result = _State.function(*args, **kwargs)
-    if inspect.isawaitable(result):
+    if inspect.iscoroutine(result):
         result = asyncio.run(result)
     return result
 
@@ -89,7 +89,7 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "nb2container"
     protocol_version = "HTTP/1.1"
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         if self.path == "/health":
             self._send(200, {"status": "ok"})
         elif self.path == "/ready":
@@ -100,7 +100,7 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, {"error": f"no such endpoint: GET {self.path}"})
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         if self.path != "/predict":
             self._send(404, {"error": f"no such endpoint: POST {self.path}"})
             return
@@ -136,7 +136,7 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         log.info(json.dumps({"client": self.client_address[0], "request": format % args}))
 
 
@@ -170,4 +170,6 @@ def _load_logged() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(healthcheck() if "--healthcheck" in sys.argv else serve())
+    if "--healthcheck" in sys.argv:
+        sys.exit(healthcheck())
+    serve()

@@ -1,0 +1,117 @@
+"""The spine end to end against the real private engine: build, smoke, and the image itself."""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+import urllib.request
+from pathlib import Path
+
+import docker
+import nbformat
+
+from nb2container.compare import parse_display_text
+from nb2container.engine import free_port
+from tests.conftest import NOTEBOOKS, Built, run_cli
+
+
+def stored_output(cell_number: int) -> str:
+    nb = nbformat.read(NOTEBOOKS / "house_prices.ipynb", as_version=4)
+    (result,) = [o for o in nb.cells[cell_number - 1].outputs if o.output_type == "execute_result"]
+    return str(result.data["text/plain"])
+
+
+def test_build_reports_a_passing_smoke_table(house_build: Built) -> None:
+    report = house_build.report
+    assert report["image"] == house_build.tag
+    assert report["python"] == platform.python_version()
+    assert report["smoke"]["failed"] == 0 and report["smoke"]["passed"] == 3
+    assert report["smoke"]["health"] is True
+    assert {"scikit-learn", "pandas", "numpy"} <= set(report["packages"])
+    assert all(case["expected_from"] == "notebook" for case in report["smoke"]["cases"])
+    assert "predict_price(1500, 3)" in house_build.result.stdout
+    assert "3 passed, 0 failed" in house_build.result.stdout
+
+
+def test_build_folder_is_plain_docker(house_build: Built) -> None:
+    folder = house_build.folder
+    for name in ("Dockerfile", "README.md", "requirements.lock", "app/notebook_function.py",
+                 "app/nb2c_server.py", "app/spec.json", "artifacts/model.pkl"):
+        assert (folder / name).is_file(), name
+    dockerfile = (folder / "Dockerfile").read_text()
+    assert f"FROM python:{platform.python_version()}-slim-bookworm" in dockerfile
+    assert "--no-index" in dockerfile and "--require-hashes" in dockerfile
+    assert "HEALTHCHECK" in dockerfile and "USER 10001" in dockerfile
+    # The function's module comes last, so editing it rebuilds only the last layers.
+    assert dockerfile.index("COPY --from=packages") < dockerfile.index("artifacts/") \
+        < dockerfile.index("notebook_function.py")
+    lock = (folder / "requirements.lock").read_text()
+    wheels = list((folder / "wheels").glob("*.whl"))
+    assert lock.count("--hash=sha256:") == len(wheels) == len(house_build.report["packages"])
+
+
+def test_image_has_the_kernels_python_and_the_locks_versions(
+    house_build: Built, docker_client: docker.DockerClient
+) -> None:
+    def run(*command: str) -> str:
+        return bytes(docker_client.containers.run(house_build.tag, list(command), remove=True)).decode()
+
+    assert run("python", "-V").strip() == f"Python {platform.python_version()}"
+    installed = {p["name"].lower().replace("_", "-"): p["version"]
+                 for p in json.loads(run("pip", "list", "--format", "json"))}
+    for name, version in house_build.report["packages"].items():
+        assert installed.get(name) == version, name
+    assert run("id", "-u").strip() == "10001"
+
+
+def test_running_image_answers_like_the_notebook(
+    house_build: Built, docker_client: docker.DockerClient
+) -> None:
+    port = free_port()
+    container = docker_client.containers.run(house_build.tag, detach=True,
+                                             ports={"8000/tcp": ("127.0.0.1", port)})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(base + "/ready", timeout=2):
+                    break
+            except OSError:
+                time.sleep(0.3)
+        with urllib.request.urlopen(base + "/health", timeout=5) as response:
+            assert response.status == 200
+        body = json.dumps({"area_sqft": 1500, "num_bedrooms": 3}).encode()
+        request = urllib.request.Request(base + "/predict", data=body,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            answer = json.loads(response.read())
+        assert answer["result"] == parse_display_text(stored_output(6))
+        bad = urllib.request.Request(base + "/predict", data=b"{not json",
+                                     headers={"Content-Type": "application/json"})
+        try:
+            urllib.request.urlopen(bad, timeout=5)
+            raise AssertionError("malformed JSON was accepted")
+        except urllib.error.HTTPError as error:
+            assert error.code == 400 and "error" in json.loads(error.read())
+    finally:
+        container.remove(force=True)
+
+
+def test_edited_stored_output_fails_the_build_and_shows_the_call(
+    house_build: Built, docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    nb = nbformat.read(NOTEBOOKS / "house_prices.ipynb", as_version=4)
+    (result,) = [o for o in nb.cells[5].outputs if o.output_type == "execute_result"]
+    result.data["text/plain"] = "999999.0"
+    edited = tmp_path / "house_prices.ipynb"
+    nbformat.write(nb, edited)
+    tag = "nb2c-test/edited:latest"
+    outcome = run_cli("build", edited, "--tag", tag, "--output", tmp_path / "build")
+    assert outcome.returncode == 1
+    mismatch = [line for line in outcome.stdout.splitlines() if "MISMATCH" in line]
+    assert len(mismatch) == 1 and "predict_price(1500, 3)" in mismatch[0]
+    assert "999999.0" in outcome.stdout
+    assert "not tagged" in outcome.stderr
+    assert not docker_client.images.list(name="nb2c-test/edited")

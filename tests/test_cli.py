@@ -1,0 +1,70 @@
+"""The command line's refusals and choices (real CLI subprocess; no engine needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from nb2container.errors import CaptureError
+from nb2container.model import Parameter
+from nb2container.notebook import choose_function
+from nb2container.render import default_tag, request_body
+from tests.conftest import NOTEBOOKS, run_cli
+
+
+def test_unknown_function_names_it_and_the_candidates() -> None:
+    result = run_cli("build", NOTEBOOKS / "house_prices.ipynb", "--function", "nosuch")
+    assert result.returncode != 0
+    assert "`nosuch`" in result.stderr
+    assert "`predict_price`" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_missing_notebook_is_one_paragraph(tmp_path: Path) -> None:
+    result = run_cli("build", tmp_path / "absent.ipynb")
+    assert result.returncode == 1
+    assert "absent.ipynb" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_failing_cell_is_named(tmp_path: Path) -> None:
+    nb = new_notebook(cells=[new_code_cell("x = 1"), new_code_cell("def predict(a):\n    return a"),
+                             new_code_cell("1 / 0")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "broken.ipynb"
+    nbformat.write(nb, path)
+    result = run_cli("render", path, "--output", tmp_path / "out")
+    assert result.returncode == 1
+    assert "Cell 3 of broken.ipynb" in result.stderr and "ZeroDivisionError" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def notebook_of(*sources: str, tags: dict[int, list[str]] | None = None) -> nbformat.NotebookNode:
+    cells = [new_code_cell(source) for source in sources]
+    for index, cell_tags in (tags or {}).items():
+        cells[index].metadata["tags"] = cell_tags
+    return new_notebook(cells=cells)
+
+
+def test_function_choice_prefers_serve_tag_then_predict() -> None:
+    nb = notebook_of("def predict(x):\n    return x", "%matplotlib inline\ndef score(x):\n    return x",
+                     tags={1: ["serve"]})
+    assert choose_function(nb, None, Path("n.ipynb")) == "score"
+    assert choose_function(notebook_of("def predict(x):\n    return x"), None, Path("n.ipynb")) == "predict"
+    with pytest.raises(CaptureError, match="`helper` \\(cell 1\\)"):
+        choose_function(notebook_of("def helper(x):\n    return x"), None, Path("n.ipynb"))
+
+
+def test_request_body_names_positional_arguments() -> None:
+    params = (Parameter("a", "POSITIONAL_OR_KEYWORD", False, None, None),
+              Parameter("b", "POSITIONAL_OR_KEYWORD", True, "2", None))
+    assert request_body(params, [1], {"b": 3}) == {"a": 1, "b": 3}
+    star = (Parameter("xs", "VAR_POSITIONAL", False, None, None),)
+    assert request_body(star, [1, 2, 3], {}) == [1, 2, 3]
+
+
+def test_default_tag_is_a_valid_reference() -> None:
+    assert default_tag(Path("My Notebook.ipynb"), "Predict_Price") == "my-notebook-predict_price:latest"
