@@ -115,3 +115,9 @@ def test_edited_stored_output_fails_the_build_and_shows_the_call(
     assert "999999.0" in outcome.stdout
     assert "not tagged" in outcome.stderr
     assert not docker_client.images.list(name="nb2c-test/edited")
+
+
+def test_test_command_smokes_an_existing_image(house_build: Built) -> None:
+    outcome = run_cli("test", house_build.tag, NOTEBOOKS / "house_prices.ipynb")
+    assert outcome.returncode == 0, outcome.stderr
+    assert "3 passed, 0 failed" in outcome.stdout

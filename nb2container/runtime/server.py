@@ -1,6 +1,8 @@
 """The HTTP server nb2container puts in the image, next to the generated module.
 
-Standard library only, so that it cannot change any version of the frozen environment.
+Standard library only, so that it cannot change any version of the frozen environment
+(and so that the kernel side can import ``to_json`` to record results as this server sends them).
+
     POST /predict   JSON object (argument name -> value) or array (positional arguments)
     GET  /health    liveness: 200 while the process answers
     GET  /ready     readiness: 503 until the function and its artifacts are loaded
