@@ -22,11 +22,16 @@ class Rendered:
     tag: str
 
 
-def render_folder(options: Options, progress: Progress) -> Rendered:
-    """capture -> freeze -> render: the build folder, without touching Docker."""
-    capture = notebook.capture_notebook(
+def capture_function(options: Options, progress: Progress) -> Capture:
+    """Run the notebook in its kernel and capture the function there."""
+    return notebook.capture_notebook(
         options.notebook, options.function, options.kernel, options.timeout, progress
     )
+
+
+def render_folder(options: Options, progress: Progress) -> Rendered:
+    """capture -> freeze -> render: the build folder, without touching Docker."""
+    capture = capture_function(options, progress)
     for warning in capture.warnings:
         progress.warn(warning)
     closure = freeze.closure(capture.interpreter, capture.modules)
@@ -63,9 +68,7 @@ def run(options: Options, progress: Progress) -> BuildReport:
 
 def test_image(options: Options, image_reference: str, progress: Progress) -> BuildReport:
     """Smoke an existing image against the notebook's calls (``nb2container test``)."""
-    capture = notebook.capture_notebook(
-        options.notebook, options.function, options.kernel, options.timeout, progress
-    )
+    capture = capture_function(options, progress)
     engine = Engine()
     report = smoke(engine, engine.inspect(image_reference), capture, options, progress)
     report.image = image_reference
