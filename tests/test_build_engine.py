@@ -95,6 +95,13 @@ def test_running_image_answers_like_the_notebook(
             raise AssertionError("malformed JSON was accepted")
         except urllib.error.HTTPError as error:
             assert error.code == 400 and "error" in json.loads(error.read())
+        unknown = urllib.request.Request(base + "/predict", data=b'{"area_sqft": 1, "rooms": 2}',
+                                         headers={"Content-Type": "application/json"})
+        try:
+            urllib.request.urlopen(unknown, timeout=5)
+            raise AssertionError("an unknown argument was accepted")
+        except urllib.error.HTTPError as error:
+            assert error.code == 422 and "rooms" in json.loads(error.read())["error"]
     finally:
         container.remove(force=True)
 

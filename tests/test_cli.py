@@ -68,3 +68,16 @@ def test_request_body_names_positional_arguments() -> None:
 
 def test_default_tag_is_a_valid_reference() -> None:
     assert default_tag(Path("My Notebook.ipynb"), "Predict_Price") == "my-notebook-predict_price:latest"
+
+
+def test_render_never_clears_a_folder_it_did_not_make(tmp_path: Path) -> None:
+    from nb2container.errors import UsageError
+    from nb2container.render import MARKER, _prepare
+
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(UsageError, match="not made by nb2container"):
+        _prepare(tmp_path)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    (tmp_path / MARKER).write_text("rendered")
+    _prepare(tmp_path)
+    assert list(tmp_path.iterdir()) == []
