@@ -33,6 +33,8 @@ def parser() -> argparse.ArgumentParser:
                              "inside the container (default 8000)")
         command.add_argument("--timeout", type=int, default=600,
                              help="seconds a notebook cell may run (default 600)")
+        command.add_argument("--max-artifact-mb", type=int, default=2048, metavar="MB",
+                             help="largest object or data file to ship, in MiB (default 2048)")
         command.add_argument("--debug", action="store_true", help="show tracebacks on errors")
         command.add_argument("-v", "--verbose", action="store_true", help="show the full build log")
     for command in (build, render):
@@ -62,6 +64,7 @@ def options_from(args: argparse.Namespace) -> Options:
         rel_tol=getattr(args, "rel_tol", 1e-6),
         abs_tol=getattr(args, "abs_tol", 1e-9),
         platform=getattr(args, "platform", "linux/amd64"),
+        max_artifact_mb=args.max_artifact_mb,
         debug=args.debug,
     )
 

@@ -21,8 +21,19 @@ class Artifact:
     name: str  # the notebook global it restores
     file: str  # relative to artifacts/
     type: str
-    format: str  # pickle | cloudpickle
+    format: str  # pickle | joblib | cloudpickle
     size_bytes: int
+    at_definition: bool = False  # a definition evaluates it (a default, a decorator): load it first
+
+
+@dataclass(frozen=True)
+class DataFile:
+    """A file the function reads at call time, shipped at the path the code names."""
+
+    path: str  # as the code wrote it
+    image_path: str  # absolute, inside the image
+    size_bytes: int
+    found: str  # how it was found: read during a call, or named in the code
 
 
 @dataclass(frozen=True)
@@ -37,6 +48,7 @@ class ServingSpec:
     constants: tuple[tuple[str, str], ...]
     definitions: tuple[str, ...]
     artifacts: tuple[Artifact, ...]
+    files: tuple[DataFile, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -72,8 +84,12 @@ class Capture:
     modules: tuple[str, ...]
     examples: tuple[Example, ...]
     calls_total: int
-    artifacts_dir: Path
+    artifacts_dir: Path  # the artifacts' files; the data files are beside it, under files/
     warnings: tuple[str, ...] = ()
+
+    @property
+    def files_dir(self) -> Path:
+        return self.artifacts_dir.parent / "files"
 
 
 @dataclass(frozen=True)

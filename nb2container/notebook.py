@@ -5,7 +5,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
-import tempfile
+import symtable
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +16,11 @@ from nbclient.exceptions import CellExecutionError, DeadKernelError
 
 import nb2container
 from nb2container.errors import CaptureError, UsageError
+from nb2container.kernel.capture import cell_magic_body
 from nb2container.model import (
     Artifact,
     Capture,
+    DataFile,
     Example,
     KernelInterpreter,
     Parameter,
@@ -43,7 +45,7 @@ __nb2container_bootstrap(); del __nb2container_bootstrap
 _CAPTURE = """
 def __nb2container_capture():
     from nb2container.kernel.capture import capture_to_file
-    capture_to_file(get_ipython().user_ns, {function!r}, {out_dir!r})
+    capture_to_file(get_ipython().user_ns, {function!r}, {out_dir!r}, {max_bytes!r})
 __nb2container_capture(); del __nb2container_capture
 """
 
@@ -66,7 +68,7 @@ def python_source(cell_source: str) -> str:
 
 
 def defined_functions(nb: nbformat.NotebookNode) -> dict[str, int]:
-    """Top-level functions the notebook's code cells define: name -> 1-based cell number."""
+    """Top-level functions the notebook's code cells define, in order: name -> 1-based cell number."""
     found: dict[str, int] = {}
     for number, cell in enumerate(nb.cells, start=1):
         if cell.cell_type != "code":
@@ -77,6 +79,7 @@ def defined_functions(nb: nbformat.NotebookNode) -> dict[str, int]:
             continue
         for node in tree.body:
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                found.pop(node.name, None)  # keep definition order: a redefinition moves it last
                 found[node.name] = number
     return found
 
@@ -96,8 +99,8 @@ def choose_function(nb: nbformat.NotebookNode, requested: str | None, path: Path
     for number, cell in enumerate(nb.cells, start=1):
         if cell.cell_type == "code" and SERVE_TAG in cell.get("metadata", {}).get("tags", []):
             tagged = [name for name, at in functions.items() if at == number]
-            if tagged:
-                return tagged[0]
+            if tagged:  # helpers come first: the cell's last function is the one to serve
+                return tagged[-1]
     if "predict" in functions:
         return "predict"
     raise CaptureError(
@@ -108,13 +111,22 @@ def choose_function(nb: nbformat.NotebookNode, requested: str | None, path: Path
 
 
 def capture_notebook(
-    path: Path, function: str | None, kernel: str | None, timeout: int, progress: Progress
+    path: Path,
+    function: str | None,
+    kernel: str | None,
+    timeout: int,
+    progress: Progress,
+    staging: Path,
+    max_artifact_bytes: int = 2 * 1024**3,
 ) -> Capture:
-    """Execute the notebook in its kernel, recording calls, then capture inside that kernel."""
+    """Execute the notebook in its kernel, recording calls, then capture inside that kernel.
+
+    The kernel writes the capture and the artifacts under ``staging``, which the caller owns.
+    """
     stored = read_notebook(path)
     function = choose_function(stored, function, path)
-    staging = Path(tempfile.mkdtemp(prefix="nb2container-capture-"))
-    executed = _execute(stored, path, function, kernel, timeout, staging, progress)
+    capture_code = _CAPTURE.format(function=function, out_dir=str(staging), max_bytes=max_artifact_bytes)
+    executed = _execute(stored, path, function, kernel, timeout, capture_code, progress)
     raw = json.loads((staging / "capture.json").read_text())
     if "refusal" in raw:
         raise CaptureError(_refusal_message(raw["refusal"], path))
@@ -127,7 +139,7 @@ def _execute(
     function: str,
     kernel: str | None,
     timeout: int,
-    staging: Path,
+    capture_code: str,
     progress: Progress,
 ) -> nbformat.NotebookNode:
     nb = nbformat.from_dict(json.loads(json.dumps(stored)))
@@ -149,7 +161,7 @@ def _execute(
                     progress.detail(f"cell {index + 1} ({done}/{code_cells})")
                 client.execute_cell(cell, index)
             progress.step(f"Capturing `{function}` inside the kernel")
-            _run_hidden(client, _CAPTURE.format(function=function, out_dir=str(staging)))
+            _run_hidden(client, capture_code)
     except CellExecutionError as exc:
         raise CaptureError(_cell_error_message(exc, nb, path)) from None
     except DeadKernelError as exc:
@@ -218,11 +230,12 @@ def _to_capture(
         imports=tuple(raw["imports"]),
         constants=tuple((name, value) for name, value in raw["constants"]),
         definitions=tuple(raw["definitions"]),
-        artifacts=tuple(
-            Artifact(**{k: a[k] for k in ("name", "file", "type", "format", "size_bytes")})
-            for a in raw["artifacts"]
-        ),
+        artifacts=tuple(Artifact(**a) for a in raw["artifacts"]),
+        files=tuple(_data_file(f, executed) for f in raw["files"]),
     )
+    warnings = [*out_of_order_warnings(stored, path),
+                *unseen_global_warnings(stored, raw["globals_read"], raw["function"], path),
+                *raw["warnings"]]
     env = raw["environment"]
     return Capture(
         notebook=path.resolve(),
@@ -233,7 +246,84 @@ def _to_capture(
         examples=tuple(examples_from_calls(raw["calls"], stored, executed)),
         calls_total=raw["calls_total"],
         artifacts_dir=staging / "artifacts",
+        warnings=tuple(warnings),
     )
+
+
+def _data_file(raw: dict[str, Any], executed: nbformat.NotebookNode) -> DataFile:
+    found = "named in the function's code"
+    if raw["found"] == "read":
+        index = _cell_of_count(executed).get(raw["execution_count"])
+        found = f"read by the call in cell {index + 1}" if index is not None else "read by a call"
+    return DataFile(raw["path"], raw["image_path"], raw["size_bytes"], found)
+
+
+def _cell_of_count(nb: nbformat.NotebookNode) -> dict[int, int]:
+    """Execution count -> 0-based index of the cell that ran with it."""
+    return {
+        cell.get("execution_count"): index
+        for index, cell in enumerate(nb.cells)
+        if cell.cell_type == "code" and cell.get("execution_count") is not None
+    }
+
+
+def out_of_order_warnings(stored: nbformat.NotebookNode, path: Path) -> list[str]:
+    """Stored outputs that came from cells run out of order (execution counts going back)."""
+    previous: tuple[int, int] | None = None
+    for number, cell in enumerate(stored.cells, start=1):
+        count = cell.get("execution_count") if cell.cell_type == "code" else None
+        if count is None:
+            continue
+        if previous is not None and count <= previous[1]:
+            return [
+                f"{path.name} was saved after running its cells out of order (cell {previous[0]} "
+                f"shows [{previous[1]}], the later cell {number} shows [{count}]), so its stored "
+                "outputs may not be what a top-to-bottom run gives. The image is built from a "
+                "top-to-bottom run; use Restart & Run All and save to make the two agree."
+            ]
+        previous = (number, count)
+    return []
+
+
+def unseen_global_warnings(
+    stored: nbformat.NotebookNode, globals_read: list[str], function: str, path: Path
+) -> list[str]:
+    """Globals the function reads that no cell binds by name (exec, globals(), %run...)."""
+    bound, star = names_bound_by_cells(stored)
+    unseen = [name for name in globals_read if name not in bound]
+    if star or not unseen:
+        return []
+    listing = ", ".join(f"`{name}`" for name in unseen)
+    return [
+        f"`{function}` reads {listing}, which no cell of {path.name} defines by name (it came "
+        "from exec, globals(), %run or another hidden step); the image gets the value it had "
+        "after the notebook ran, which a reader of the notebook cannot see."
+    ]
+
+
+def names_bound_by_cells(nb: nbformat.NotebookNode) -> tuple[set[str], bool]:
+    """Names the code cells bind at top level (or declare global), and whether any cell star-imports."""
+    bound: set[str] = set()
+    star = False
+    sources = [python_source(cell.source) for cell in nb.cells if cell.cell_type == "code"]
+    while sources:
+        source = sources.pop()
+        try:
+            tree = ast.parse(source)
+            table = symtable.symtable(source, "<cell>", "exec")
+        except SyntaxError:
+            continue
+        star = star or any(isinstance(node, ast.ImportFrom) and any(a.name == "*" for a in node.names)
+                           for node in ast.walk(tree))
+        sources.extend(body for node in tree.body if (body := cell_magic_body(node)) is not None)
+        bound.update(s.get_name() for s in table.get_symbols() if s.is_assigned() or s.is_imported())
+        tables = list(table.get_children())
+        while tables:
+            child = tables.pop()
+            tables.extend(child.get_children())
+            bound.update(s.get_name() for s in child.get_symbols()
+                         if s.is_declared_global() and s.is_assigned())
+    return bound, star
 
 
 def examples_from_calls(
@@ -244,11 +334,7 @@ def examples_from_calls(
     A call's stored output is its cell's ``execute_result`` when, in the fresh run, that
     result displayed exactly as the call's result (the call is the cell's value).
     """
-    cell_of_count = {
-        cell.get("execution_count"): index
-        for index, cell in enumerate(executed.cells)
-        if cell.cell_type == "code" and cell.get("execution_count") is not None
-    }
+    cell_of_count = _cell_of_count(executed)
     examples = []
     for call in calls:
         index = cell_of_count.get(call["execution_count"])

@@ -19,4 +19,5 @@ class Options:
     rel_tol: float = 1e-6
     abs_tol: float = 1e-9
     platform: str = "linux/amd64"
+    max_artifact_mb: int = 2048  # per artifact or data file
     debug: bool = False

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from nb2container import freeze, notebook, render, wheelhouse
@@ -22,18 +25,38 @@ class Rendered:
     tag: str
 
 
-def capture_function(options: Options, progress: Progress) -> Capture:
+@contextmanager
+def staging_dir() -> Iterator[Path]:
+    """Where the kernel writes the capture; removed once the build folder has what it needs."""
+    with tempfile.TemporaryDirectory(prefix="nb2container-capture-") as folder:
+        yield Path(folder)
+
+
+def capture_function(options: Options, progress: Progress, staging: Path) -> Capture:
     """Run the notebook in its kernel and capture the function there."""
-    return notebook.capture_notebook(
-        options.notebook, options.function, options.kernel, options.timeout, progress
+    capture = notebook.capture_notebook(
+        options.notebook, options.function, options.kernel, options.timeout, progress, staging,
+        options.max_artifact_mb * 1024**2,
     )
+    for artifact in capture.spec.artifacts:
+        progress.detail(f"artifact `{artifact.name}`: {artifact.type}, {artifact.format}, "
+                        f"{artifact.size_bytes / 1e3:,.0f} kB")
+    for data_file in capture.spec.files:
+        progress.detail(f"data file {data_file.path} -> {data_file.image_path} "
+                        f"({data_file.size_bytes / 1e3:,.1f} kB, {data_file.found})")
+    for warning in capture.warnings:
+        progress.warn(warning)
+    return capture
 
 
 def render_folder(options: Options, progress: Progress) -> Rendered:
     """capture -> freeze -> render: the build folder, without touching Docker."""
-    capture = capture_function(options, progress)
-    for warning in capture.warnings:
-        progress.warn(warning)
+    with staging_dir() as staging:
+        capture = capture_function(options, progress, staging)
+        return _freeze_and_render(capture, options, progress)
+
+
+def _freeze_and_render(capture: Capture, options: Options, progress: Progress) -> Rendered:
     closure = freeze.closure(capture.interpreter, capture.modules)
     if closure.unmapped_modules:
         progress.warn("modules that no installed distribution provides (not locked): "
@@ -68,7 +91,8 @@ def run(options: Options, progress: Progress) -> BuildReport:
 
 def test_image(options: Options, image_reference: str, progress: Progress) -> BuildReport:
     """Smoke an existing image against the notebook's calls (``nb2container test``)."""
-    capture = capture_function(options, progress)
+    with staging_dir() as staging:
+        capture = capture_function(options, progress, staging)
     engine = Engine()
     report = smoke(engine, engine.inspect(image_reference), capture, options, progress)
     report.image = image_reference
@@ -90,4 +114,6 @@ def smoke(engine: Engine, image: BuiltImage, capture: Capture, options: Options,
         notebook=str(capture.notebook), function=capture.spec.function, image=None,
         image_id=image.id, size_bytes=image.size_bytes,
         python=capture.interpreter.python_version, packages={}, folder=None, smoke=result,
+        artifacts=[asdict(a) for a in capture.spec.artifacts],
+        files=[asdict(f) for f in capture.spec.files], warnings=list(capture.warnings),
     )

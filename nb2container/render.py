@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import jinja2
 
 import nb2container
 from nb2container.errors import UsageError
+from nb2container.kernel.files import IMAGE_WORKDIR
 from nb2container.model import Capture, FrozenEnvironment
 from nb2container.runtime import server
 from nb2container.wheelhouse import cache_dir
@@ -31,7 +33,7 @@ def templates_dir() -> Path:
 
 
 def environment() -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(templates_dir()),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -39,6 +41,16 @@ def environment() -> jinja2.Environment:
         keep_trailing_newline=True,
         autoescape=False,
     )
+    env.filters["dockerfile_string"] = dockerfile_string
+    return env
+
+
+def dockerfile_string(text: str, limit: int = 200) -> str:
+    """``text`` as the inside of a double-quoted Dockerfile value: one line, quotes escaped."""
+    one_line = " ".join(str(text).split())
+    if len(one_line) > limit:
+        one_line = one_line[: limit - 1] + "…"
+    return one_line.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
 
 
 def base_image(python_version: str) -> str:
@@ -70,6 +82,8 @@ def render(capture: Capture, frozen: FrozenEnvironment, folder: Path, tag: str, 
     shutil.copyfile(server.__file__, folder / "app/nb2c_server.py")
     (folder / "app/spec.json").write_text(json.dumps(_spec(capture, frozen), indent=2, sort_keys=True) + "\n")
     _copy_files(capture.artifacts_dir, folder / "artifacts", [a.file for a in capture.spec.artifacts])
+    if capture.spec.files:
+        _copy_files(capture.files_dir, folder / "files", [f.image_path.lstrip("/") for f in capture.spec.files])
     _copy_files(cache_dir(), folder / "wheels", [pin.wheel for pin in frozen.pins])
     (folder / MARKER).write_text(f"rendered by nb2container {nb2container.__version__}\n")
     return folder
@@ -89,6 +103,7 @@ def _prepare(folder: Path) -> None:
 def _copy_files(source: Path, target: Path, names: list[str]) -> None:
     target.mkdir(parents=True, exist_ok=True)
     for name in sorted(names):
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
         try:
             os.link(source / name, target / name)  # same file system: no copy of big wheels
         except OSError:
@@ -109,13 +124,24 @@ def _context(capture: Capture, frozen: FrozenEnvironment, tag: str, port: int) -
         "tag": tag,
         "port": port,
         "pins": sorted(frozen.pins, key=lambda p: p.name),
-        "imports": sorted(spec.imports),
+        "imports": sorted(spec.imports, key=_import_order),
         "constants": sorted(spec.constants),
         "definitions": list(spec.definitions),
         "artifacts": sorted(spec.artifacts, key=lambda a: a.name),
+        "early_artifacts": sorted((a for a in spec.artifacts if a.at_definition), key=lambda a: a.name),
+        "late_artifacts": sorted((a for a in spec.artifacts if not a.at_definition), key=lambda a: a.name),
+        "formats": sorted({a.format for a in spec.artifacts}),
+        "files": sorted(spec.files, key=lambda f: f.image_path),
+        "workdir": IMAGE_WORKDIR,
         "example_body": json.dumps(request_body(spec.parameters, example.args, example.kwargs))
         if example else "{}",
     }
+
+
+def _import_order(statement: str) -> tuple[bool, str, str]:
+    """Standard library first, then the rest; by module name within each group."""
+    module = statement.split()[1]
+    return module.split(".")[0] not in sys.stdlib_module_names, module, statement
 
 
 def request_body(parameters: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,9 @@ class BuildReport:
     packages: dict[str, str]
     folder: str | None
     smoke: SmokeReport | None
+    artifacts: list[dict[str, Any]] = field(default_factory=list)  # the notebook objects shipped
+    files: list[dict[str, Any]] = field(default_factory=list)  # data files read at call time
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -33,6 +36,9 @@ class BuildReport:
             "python": self.python,
             "packages": self.packages,
             "build_folder": self.folder,
+            "artifacts": self.artifacts,
+            "files": self.files,
+            "warnings": self.warnings,
             "smoke": self.smoke.to_dict() if self.smoke else None,
         }
 

@@ -43,13 +43,251 @@ HOUSE_PRICES = [
 ]
 
 
-def write(name: str, cells: list) -> None:
+CHURN_HELPERS = [
+    new_markdown_cell("# Churn risk\n\nHelpers, a dataclass, an encoder class with a base class, "
+                      "aliased imports and constants: `churn_risk` reaches for all of them."),
+    new_code_cell("import numpy as np\nfrom dataclasses import dataclass\n"
+                  "from sklearn.linear_model import LogisticRegression as LR"),
+    new_code_cell("PLAN_CODES = {'basic': 0, 'plus': 1, 'pro': 2}\nTHRESHOLD = 0.5"),
+    new_code_cell(
+        "@dataclass\n"
+        "class Customer:\n"
+        "    tenure_months: int\n"
+        "    monthly_fee: float\n"
+        "    plan: str = 'basic'\n"
+        "\n"
+        "\n"
+        "class BaseEncoder:\n"
+        "    def encode_plan(self, plan):\n"
+        "        return PLAN_CODES[plan]\n"
+        "\n"
+        "\n"
+        "class CustomerEncoder(BaseEncoder):\n"
+        "    def __init__(self, fee_scale):\n"
+        "        self.fee_scale = fee_scale\n"
+        "\n"
+        "    def encode(self, customer):\n"
+        "        return [customer.tenure_months, customer.monthly_fee / self.fee_scale,\n"
+        "                self.encode_plan(customer.plan)]"
+    ),
+    new_code_cell("def to_matrix(customers, encoder):\n"
+                  "    return np.array([encoder.encode(c) for c in customers], dtype=float)"),
+    new_code_cell(
+        "rng = np.random.default_rng(0)\n"
+        "train = [Customer(int(t), float(f), str(p)) for t, f, p in zip(\n"
+        "    rng.integers(1, 60, 200), rng.uniform(20, 120, 200), rng.choice(list(PLAN_CODES), 200))]\n"
+        "labels = np.array([int(c.tenure_months < 12 and c.monthly_fee > 60) for c in train])\n"
+        "encoder = CustomerEncoder(fee_scale=100.0)\n"
+        "model = LR(max_iter=1000).fit(to_matrix(train, encoder), labels)\n"
+        "int(labels.sum())"
+    ),
+    new_code_cell(
+        "def churn_risk(tenure_months, monthly_fee, plan='basic', threshold=THRESHOLD):\n"
+        "    customer = Customer(tenure_months, monthly_fee, plan)\n"
+        "    p = float(model.predict_proba(to_matrix([customer], encoder))[0, 1])\n"
+        "    return {'churn_probability': round(p, 4), 'at_risk': p >= threshold,\n"
+        "            'plan_code': encoder.encode_plan(plan)}",
+        metadata={"tags": ["serve"]},
+    ),
+    new_code_cell("churn_risk(3, 99.0)"),
+    new_code_cell("churn_risk(48, 30.0, 'pro')"),
+    new_code_cell("churn_risk(tenure_months=6, monthly_fee=80.0, plan='plus', threshold=0.3)"),
+]
+
+SENTIMENT_FILES = [
+    new_markdown_cell("# Sentiment from files\n\n`classify` loads its model from disk and reads a "
+                      "stop-word list every time it is called; both files must travel."),
+    new_code_cell("import joblib\nfrom pathlib import Path\n"
+                  "from sklearn.feature_extraction.text import TfidfVectorizer\n"
+                  "from sklearn.linear_model import LogisticRegression\n"
+                  "from sklearn.pipeline import make_pipeline"),
+    new_code_cell(
+        "texts = ['great product, works well', 'terrible, broke after a day', 'love it',\n"
+        "         'awful quality', 'excellent value', 'do not buy, waste of money',\n"
+        "         'very happy with it', 'disappointing and cheap']\n"
+        "labels = [1, 0, 1, 0, 1, 0, 1, 0]\n"
+        "pipeline = make_pipeline(TfidfVectorizer(), LogisticRegression()).fit(texts, labels)\n"
+        "Path('models').mkdir(exist_ok=True)\n"
+        "joblib.dump(pipeline, 'models/sentiment.joblib')"
+    ),
+    new_code_cell(
+        "MODEL_PATH = 'models/sentiment.joblib'\n"
+        "\n"
+        "\n"
+        "def load_stopwords(path='data/stopwords.txt'):\n"
+        "    with open(path) as handle:\n"
+        "        return {line.strip() for line in handle if line.strip()}\n"
+        "\n"
+        "\n"
+        "def classify(text):\n"
+        "    stopwords = load_stopwords()\n"
+        "    model = joblib.load(MODEL_PATH)\n"
+        "    kept = ' '.join(w for w in text.lower().split() if w not in stopwords)\n"
+        "    p = float(model.predict_proba([kept])[0, 1])\n"
+        "    return {'label': 'positive' if p >= 0.5 else 'negative', 'score': round(p, 4),\n"
+        "            'words': len(kept.split())}",
+        metadata={"tags": ["serve"]},
+    ),
+    new_code_cell("classify('I love this, great value')"),
+    new_code_cell("classify('the worst, a waste of money')"),
+]
+
+IPYTHON_MAGICS = [
+    new_markdown_cell("# IPython syntax\n\nLine and cell magics, shell escapes and help lines "
+                      "around the code; none of it may reach the image."),
+    new_code_cell("%load_ext autoreload\n%autoreload 2\nimport numpy as np"),
+    new_code_cell("!echo shell lines are fine in a notebook"),
+    new_code_cell("lines = !printf 'alpha\\nbeta\\ngamma\\n'\nWORDS = list(lines)\nWORDS"),
+    new_code_cell("np.mean?"),
+    new_code_cell("%%capture\ndef weight(word):\n    return len(word) / 10\n\n"
+                  "print('hidden by %%capture')"),
+    new_code_cell("%time total = float(sum(weight(w) for w in WORDS))",
+                  metadata={"tags": ["nbval-ignore-output"]}),
+    new_code_cell("%%time\ndef normalise(values):\n    return [v / total for v in values]",
+                  metadata={"tags": ["nbval-ignore-output"]}),
+    new_code_cell("def score(word_list):\n"
+                  "    return round(sum(normalise([weight(w) for w in word_list if w in WORDS])), 6)",
+                  metadata={"tags": ["serve"]}),
+    new_code_cell("score(['alpha', 'beta'])"),
+    new_code_cell("score(['gamma', 'delta'])"),
+]
+
+ASYNC_SIGNATURES = [
+    new_markdown_cell("# An async function with every kind of argument\n\n"
+                      "Positional, default, keyword-only arguments; awaited in the notebook."),
+    new_code_cell("import asyncio\nimport statistics as stats"),
+    new_code_cell(
+        "WEIGHTS = (0.2, 0.3, 0.5)\n"
+        "\n"
+        "\n"
+        "async def fetch_features(values):\n"
+        "    await asyncio.sleep(0)  # stands in for an I/O call\n"
+        "    return [v * w for v, w in zip(values, WEIGHTS)]\n"
+        "\n"
+        "\n"
+        "async def predict(values, bias=0.0, *, scale=1.0, method='mean'):\n"
+        "    features = await fetch_features(values)\n"
+        "    centre = stats.mean(features) if method == 'mean' else stats.median(features)\n"
+        "    return round((centre + bias) * scale, 6)"
+    ),
+    new_code_cell("await predict([1.0, 2.0, 3.0])"),
+    new_code_cell("await predict([4, 5, 6], 0.5)"),
+    new_code_cell("await predict([1, 1, 1], scale=2.0, method='median')"),
+]
+
+LOOKUP_CLOSURES = [
+    new_markdown_cell("# Lambdas, closures and a default that is an array\n\n"
+                      "`assign` uses a dict of lambdas, a closure made by a factory, and a "
+                      "helper whose default argument is a numpy array."),
+    new_code_cell("import math\nimport numpy as np"),
+    new_code_cell("TRANSFORMS = {'log': lambda v: math.log1p(v), 'sqrt': lambda v: math.sqrt(v),\n"
+                  "              'identity': lambda v: v}"),
+    new_code_cell("def make_scaler(mean, std):\n"
+                  "    def scale(v):\n"
+                  "        return (v - mean) / std\n"
+                  "    return scale\n"
+                  "\n"
+                  "\n"
+                  "scaler = make_scaler(1.0, 0.5)"),
+    new_code_cell("centroids = np.array([[0.0, 0.0], [1.0, 1.5], [15.0, 1.0], [-2.0, 3.0]])\n"
+                  "centroids"),
+    new_code_cell(
+        "def nearest(point, table=centroids):\n"
+        "    distances = ((table - np.asarray(point)) ** 2).sum(axis=1)\n"
+        "    return int(distances.argmin())\n"
+        "\n"
+        "\n"
+        "def featurise(raw, transform='log'):\n"
+        "    f = TRANSFORMS[transform]\n"
+        "    return [scaler(f(v)) for v in raw]\n"
+        "\n"
+        "\n"
+        "def assign(raw, transform='log'):\n"
+        "    x = featurise(raw, transform)\n"
+        "    return {'cluster': nearest(x), 'features': [round(v, 6) for v in x]}",
+        metadata={"tags": ["serve"]},
+    ),
+    new_code_cell("assign([3.0, 5.0])"),
+    new_code_cell("assign([100.0, 2.0], transform='sqrt')"),
+    new_code_cell("assign([1.0, 1.5], 'identity')"),
+]
+
+PANDAS_SEGMENTS = [
+    new_markdown_cell("# Segments from a pandas table\n\nA DataFrame summary, a cached helper "
+                      "(a decorator), `pd.cut` with constant bins."),
+    new_code_cell("import functools\nimport pandas as pd"),
+    new_code_cell(
+        "sales = pd.DataFrame({\n"
+        "    'region': ['north', 'north', 'south', 'south', 'east', 'east', 'west', 'west'],\n"
+        "    'segment': ['retail', 'b2b'] * 4,\n"
+        "    'revenue': [120.0, 340.0, 95.0, 410.0, 150.0, 280.0, 60.0, 500.0],\n"
+        "})\n"
+        "summary = sales.groupby(['region', 'segment'])['revenue'].mean().unstack()\n"
+        "summary"
+    ),
+    new_code_cell(
+        "BINS = [0, 100, 250, 1000]\n"
+        "LABELS = ['small', 'medium', 'large']\n"
+        "\n"
+        "\n"
+        "@functools.lru_cache(maxsize=128)\n"
+        "def region_baseline(region):\n"
+        "    return float(summary.loc[region].mean())\n"
+        "\n"
+        "\n"
+        "def segment_order(region, segment, amount):\n"
+        "    size = pd.cut([amount], bins=BINS, labels=LABELS)[0]\n"
+        "    return {'size': str(size), 'vs_baseline': round(amount / region_baseline(region), 4),\n"
+        "            'segment_mean': float(summary.loc[region, segment])}",
+        metadata={"tags": ["serve"]},
+    ),
+    new_code_cell("segment_order('north', 'b2b', 300.0)"),
+    new_code_cell("segment_order('west', 'retail', 50.0)"),
+]
+
+# Saved after running cell 7 before cell 6: the kind of notebook people really hand over.
+HIDDEN_STATE = [
+    new_markdown_cell("# Hidden state\n\nA helper loaded with `%run`, settings poured into "
+                      "`globals()`, and cells that were run out of order before saving."),
+    new_code_cell("import json"),
+    new_code_cell("%run helpers/text_tools.py"),
+    new_code_cell("config = json.loads('{\"MIN_LENGTH\": 3, \"BONUS_WORDS\": [\"great\", \"fast\"]}')\n"
+                  "globals().update(config)"),
+    new_code_cell("def keyword_score(text):\n"
+                  "    kept = [t for t in tokens(text) if len(t) >= MIN_LENGTH]\n"
+                  "    return len(kept) + sum(2 for t in kept if t in BONUS_WORDS)",
+                  metadata={"tags": ["serve"]}),
+    new_code_cell("keyword_score('Great service and fast delivery')"),
+    new_code_cell("keyword_score('ok, it is fine')"),
+]
+
+NOTEBOOKS = {
+    "house_prices.ipynb": (HOUSE_PRICES, None),
+    "churn_helpers.ipynb": (CHURN_HELPERS, None),
+    "sentiment_files.ipynb": (SENTIMENT_FILES, None),
+    "ipython_magics.ipynb": (IPYTHON_MAGICS, None),
+    "async_signatures.ipynb": (ASYNC_SIGNATURES, None),
+    "lookup_closures.ipynb": (LOOKUP_CLOSURES, None),
+    "pandas_segments.ipynb": (PANDAS_SEGMENTS, None),
+    "hidden_state.ipynb": (HIDDEN_STATE, [0, 1, 2, 3, 4, 6, 5]),
+}
+
+
+def write(name: str, cells: list, order: list[int] | None = None) -> None:
+    """Execute the cells (in ``order`` when given, as a person might have) and save."""
     nb = new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    NotebookClient(nb, timeout=600, resources={"metadata": {"path": str(HERE)}}).execute()
+    client = NotebookClient(nb, timeout=600, resources={"metadata": {"path": str(HERE)}})
+    with client.setup_kernel():
+        for index in order or range(len(nb.cells)):
+            client.execute_cell(nb.cells[index], index)
     nbformat.write(nb, HERE / name)
     print(f"wrote {HERE / name}")
 
 
 if __name__ == "__main__":
-    write("house_prices.ipynb", HOUSE_PRICES)
+    import sys
+
+    for name, (cells, order) in NOTEBOOKS.items():
+        if len(sys.argv) == 1 or name in sys.argv[1:]:
+            write(name, cells, order)

@@ -54,12 +54,34 @@ class Built:
     tag: str
 
 
+class NotebookBuilds:
+    """Each notebook in notebooks/ built at most once per session, on first use."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.done: dict[str, Built] = {}
+
+    def __call__(self, notebook: str) -> Built:
+        if notebook not in self.done:
+            stem = Path(notebook).stem
+            work = self.root / stem
+            work.mkdir(parents=True, exist_ok=True)
+            tag = f"nb2c-test/{stem.replace('_', '-')}:latest"
+            result = run_cli("build", NOTEBOOKS / notebook, "--tag", tag,
+                             "--output", work / "build", "--report", work / "report.json")
+            assert result.returncode == 0, result.stdout + result.stderr
+            report = json.loads((work / "report.json").read_text())
+            self.done[notebook] = Built(result, report, work / "build", tag)
+        return self.done[notebook]
+
+
 @pytest.fixture(scope="session")
-def house_build(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory) -> Built:
-    work = tmp_path_factory.mktemp("house")
-    tag = "nb2c-test/house-prices:latest"
-    result = run_cli("build", NOTEBOOKS / "house_prices.ipynb", "--tag", tag,
-                     "--output", work / "build", "--report", work / "report.json")
-    assert result.returncode == 0, result.stdout + result.stderr
-    report = json.loads((work / "report.json").read_text())
-    return Built(result, report, work / "build", tag)
+def notebook_builds(
+    docker_client: docker.DockerClient, tmp_path_factory: pytest.TempPathFactory
+) -> NotebookBuilds:
+    return NotebookBuilds(tmp_path_factory.mktemp("builds"))
+
+
+@pytest.fixture(scope="session")
+def house_build(notebook_builds: NotebookBuilds) -> Built:
+    return notebook_builds("house_prices.ipynb")

@@ -81,3 +81,17 @@ def test_render_never_clears_a_folder_it_did_not_make(tmp_path: Path) -> None:
     (tmp_path / MARKER).write_text("rendered")
     _prepare(tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_out_of_order_cells_and_unseen_globals_are_warned_about() -> None:
+    from nb2container.notebook import out_of_order_warnings, unseen_global_warnings
+
+    nb = notebook_of("x = 1", "%time y = 2", "exec('z = 3')", "def f():\n    return x + y + z")
+    for cell, count in zip(nb.cells, [1, 3, 2, 4], strict=True):
+        cell.execution_count = count
+    (order,) = out_of_order_warnings(nb, Path("n.ipynb"))
+    assert "cell 2 shows [3], the later cell 3 shows [2]" in order
+    (unseen,) = unseen_global_warnings(nb, ["x", "y", "z"], "f", Path("n.ipynb"))
+    assert "`z`" in unseen and "`x`" not in unseen and "`y`" not in unseen
+    starred = notebook_of("from helpers import *", "def f():\n    return z")
+    assert unseen_global_warnings(starred, ["z"], "f", Path("n.ipynb")) == []

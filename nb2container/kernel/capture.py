@@ -22,42 +22,54 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from nb2container.kernel import pickles
-from nb2container.kernel.recorder import ORIGINAL_ATTR
+from nb2container.kernel import files, pickles
+from nb2container.kernel.recorder import ORIGINAL_ATTR, RECORDER_NAME
+from nb2container.kernel.refusal import Refusal
 
 _LITERAL_MAX_CHARS = 10_000
 
 
-class Refusal(Exception):
-    """What cannot travel into the image; the message names the culprit and what to do."""
-
-    def __init__(self, kind: str, message: str, **details: Any) -> None:
-        super().__init__(message)
-        self.kind, self.details = kind, details
+# What IPython itself puts in a kernel's namespace: code using these cannot run outside one.
+IPYTHON_NAMES = frozenset({"get_ipython", "display", "In", "Out", "_ih", "_oh", "_dh", "exit", "quit"})
+# Magics whose code runs as ordinary code in the notebook's namespace.
+_CODE_MAGICS = frozenset({"time", "capture", "prun"})
 
 
 @dataclass
 class _Closure:
     ns: dict[str, Any]
-    definitions_by_name: dict[str, tuple[int, str]]
+    definitions_by_name: dict[str, tuple[tuple[int, int], str]]
     imports: dict[str, str] = field(default_factory=dict)
     constants: dict[str, str] = field(default_factory=dict)
     objects: dict[str, Any] = field(default_factory=dict)
-    definitions: dict[str, tuple[int, str]] = field(default_factory=dict)
+    definitions: dict[str, tuple[tuple[int, int], str]] = field(default_factory=dict)
     modules: set[str] = field(default_factory=set)
     missing: dict[str, str] = field(default_factory=dict)
     seen: set[str] = field(default_factory=set)
+    readers: dict[str, str] = field(default_factory=dict)  # global -> the definition that reads it
 
     def visit(self, name: str, used_by: str) -> None:
         if name in self.seen:
             return
         self.seen.add(name)
+        self.readers[name] = used_by
+        if name in IPYTHON_NAMES and name not in self.definitions_by_name:
+            raise Refusal(
+                "ipython_syntax",
+                f"`{used_by}` uses `{name}`, which exists only inside IPython: a `%magic` or "
+                "`!shell` line in its body becomes a call to `get_ipython()`. Replace it with plain "
+                "Python (subprocess.run for shell commands, print for display), then build again.",
+                name=name, used_by=used_by,
+            )
         if name not in self.ns:
             if not hasattr(builtins, name):
                 self.missing[name] = used_by
             return
         obj = self.ns[name]
         obj = getattr(obj, ORIGINAL_ATTR, obj)
+        builtin = getattr(builtins, name, None)
+        if builtin is not None and getattr(obj, "__wrapped__", None) is builtin:
+            return  # IPython's stand-in for a builtin (its `open`): the image has the real one
         if isinstance(obj, types.ModuleType):
             self._import_module(name, obj)
         elif _defined_in_notebook(obj) and name in self.definitions_by_name:
@@ -106,21 +118,84 @@ def global_names(source: str) -> list[str]:
     return list(found)
 
 
-def definitions_in_cells(cells: list[str]) -> dict[str, tuple[int, str]]:
-    """Top-level ``def`` and ``class`` statements of executed cells: name -> (order, source)."""
-    found: dict[str, tuple[int, str]] = {}
+def definitions_in_cells(cells: list[str]) -> dict[str, tuple[tuple[int, int], str]]:
+    """Top-level ``def`` and ``class`` statements of executed cells: name -> (order, source).
+
+    Cells are IPython's transformed input (``In``); the body of a code-running cell magic
+    (``%%time``, ``%%capture``) is searched too. Order is (cell, line); the last definition wins.
+    """
+    found: dict[str, tuple[tuple[int, int], str]] = {}
     for index, source in enumerate(cells):
-        try:
-            tree = ast.parse(source)
-        except SyntaxError:
-            continue
-        lines = source.splitlines()
-        for node in tree.body:
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                first = min([node.lineno] + [d.lineno for d in node.decorator_list])
-                segment = "\n".join(lines[first - 1 : node.end_lineno])
-                found[node.name] = (index, segment)
+        for line, segment, name in _definitions_in(source):
+            found[name] = ((index, line), segment)
     return found
+
+
+def _definitions_in(source: str) -> list[tuple[int, str, str]]:
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    lines = source.splitlines()
+    found = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            first = min([node.lineno] + [d.lineno for d in node.decorator_list])
+            found.append((first, "\n".join(lines[first - 1 : node.end_lineno]), node.name))
+        body = cell_magic_body(node)
+        if body is not None:
+            found.extend((node.lineno, segment, name) for _, segment, name in _definitions_in(body))
+    return found
+
+
+def cell_magic_body(node: ast.stmt) -> str | None:
+    """The code a magic runs in the notebook's namespace, as Python, or None.
+
+    ``%%time``/``%%capture`` cells become ``get_ipython().run_cell_magic('time', line, body)``
+    and ``%time stmt`` becomes ``get_ipython().run_line_magic('time', 'stmt')``.
+    """
+    call = node.value if isinstance(node, ast.Expr) else None
+    if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+            and call.func.attr in ("run_cell_magic", "run_line_magic")
+            and all(isinstance(a, ast.Constant) for a in call.args)):
+        return None
+    values = [a.value for a in call.args]  # type: ignore[attr-defined]
+    magic, body = values[0], values[-1]
+    if magic not in _CODE_MAGICS or not isinstance(body, str) or len(values) < 2:
+        return None
+    try:
+        from IPython.core.inputtransformer2 import TransformerManager
+    except ImportError:
+        return body
+    return str(TransformerManager().transform_cell(body))
+
+
+def definition_time_names(source: str) -> set[str]:
+    """Names a definition evaluates when it runs: decorators, defaults, annotations, bases, class bodies."""
+    names: set[str] = set()
+
+    def loads(node: ast.AST | None) -> None:
+        if node is not None:
+            names.update(n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load))
+
+    def visit(node: ast.stmt) -> None:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            args = node.args
+            every = args.posonlyargs + args.args + args.kwonlyargs + [a for a in (args.vararg, args.kwarg) if a]
+            for part in [*node.decorator_list, *args.defaults, *args.kw_defaults, node.returns,
+                         *(a.annotation for a in every)]:
+                loads(part)
+        elif isinstance(node, ast.ClassDef):
+            for part in [*node.decorator_list, *node.bases, *(k.value for k in node.keywords)]:
+                loads(part)
+            for statement in node.body:
+                visit(statement)
+        else:
+            loads(node)
+
+    for statement in ast.parse(source).body:
+        visit(statement)
+    return names
 
 
 def notebook_functions(ns: dict[str, Any]) -> list[str]:
@@ -140,8 +215,13 @@ def capture(
     artifacts_dir: str,
     cells: list[str] | None = None,
     max_artifact_bytes: int = 2 * 1024**3,
+    observed_files: list[dict[str, Any]] | None = None,
+    files_dir: str | None = None,
 ) -> dict[str, Any]:
     """Capture ``function`` from ``ns``; writes artifacts into ``artifacts_dir``.
+
+    ``observed_files`` are the files the recorded calls opened (``FileWatch``); they and the
+    files the code names are copied under ``files_dir`` (default: beside the artifacts).
 
     Returns the JSON-ready description the host side turns into a ServingSpec.
     """
@@ -168,7 +248,7 @@ def capture(
         )
     definitions = definitions_in_cells(cells)
     if function not in definitions:
-        definitions[function] = (len(cells), inspect.getsource(fn))
+        definitions[function] = ((len(cells), 0), inspect.getsource(fn))
     closure = _Closure(ns, definitions)
     closure.seen.add(function)
     closure.definitions[function] = definitions[function]
@@ -184,9 +264,19 @@ def capture(
             names=sorted(closure.missing),
         )
     artifacts = _write_artifacts(closure, Path(artifacts_dir), max_artifact_bytes)
-    for artifact in artifacts:
-        closure.modules.update(artifact.pop("modules"))
+    sources = [src for _, src in sorted(closure.definitions.values())]
+    data_files, warnings = files.collect(
+        observed_files or [],
+        files.named_files(sources, {n: ast.literal_eval(v) for n, v in closure.constants.items()}),
+        Path(files_dir) if files_dir else Path(artifacts_dir).parent / "files",
+        max_artifact_bytes,
+    )
+    for shipped in [*artifacts, *data_files]:  # pickled objects need their classes' packages
+        closure.modules.update(shipped.pop("modules"))
     closure.modules -= set(sys.stdlib_module_names) | {"__main__"}
+    evaluated = set().union(*(definition_time_names(src) for src in sources))
+    for artifact in artifacts:
+        artifact["at_definition"] = artifact["name"] in evaluated
     return {
         "function": function,
         "signature": str(inspect.signature(fn)),
@@ -194,8 +284,13 @@ def capture(
         "is_async": inspect.iscoroutinefunction(fn),
         "imports": sorted(set(closure.imports.values())),
         "constants": sorted(closure.constants.items()),
-        "definitions": [src for _, src in sorted(closure.definitions.values())],
+        "definitions": sources,
         "artifacts": artifacts,
+        "files": data_files,
+        "warnings": warnings,
+        "globals_read": sorted(
+            {*closure.imports, *closure.constants, *closure.objects, *closure.definitions} - {function}
+        ),
         "modules": sorted(closure.modules),
         "environment": describe_interpreter(sorted(closure.modules)),
     }
@@ -223,24 +318,27 @@ def _write_artifacts(closure: _Closure, folder: Path, max_bytes: int) -> list[di
         except Exception as exc:
             raise Refusal(
                 "unserialisable",
-                f"The function reads the global `{name}` (a {kind}), which cannot be saved into "
+                f"`{closure.readers[name]}` reads the global `{name}` (a {kind}), which cannot be saved into "
                 f"the image ({exc}). Open connections, files, locks and generators cannot travel: "
                 f"create `{name}` inside the function, or pass what it holds as an argument.",
-                variable=name,
+                variable=name, type=kind,
             ) from None
         if len(data) > max_bytes:
             raise Refusal(
                 "artifact_too_large",
-                f"The global `{name}` (a {kind}) serialises to {len(data):,} bytes, over the limit "
-                f"of {max_bytes:,}. Shrink it, or raise the limit if the image may be this large.",
+                f"The global `{name}` (a {kind}, read by `{closure.readers[name]}`) serialises to "
+                f"{len(data):,} bytes, over the limit "
+                f"of {max_bytes:,}. Shrink it, or raise the limit (--max-artifact-mb) if the image "
+                "may be this large.",
                 variable=name,
                 size_bytes=len(data),
             )
-        (folder / f"{name}.pkl").write_bytes(data)
-        artifacts.append(
-            {"name": name, "file": f"{name}.pkl", "type": kind, "format": fmt,
-             "size_bytes": len(data), "modules": sorted(pickles.modules_in_pickle(data))}
-        )
+        modules = pickles.modules_in_pickle(data)
+        file, fmt, size = pickles.write(obj, data, fmt, folder, name)
+        if fmt == "joblib":
+            modules.add("joblib")
+        artifacts.append({"name": name, "file": file, "type": kind, "format": fmt,
+                          "size_bytes": size, "modules": sorted(modules)})
     return artifacts
 
 
@@ -289,12 +387,18 @@ def _is_literal(obj: Any) -> bool:
         return False
 
 
-def capture_to_file(ns: dict[str, Any], function: str, out_dir: str) -> None:
+def capture_to_file(
+    ns: dict[str, Any], function: str, out_dir: str, max_artifact_bytes: int = 2 * 1024**3
+) -> None:
     """Entry point the host runs in the kernel: writes ``capture.json`` (or the refusal)."""
     out = Path(out_dir)
-    recorder = ns.get("__nb2container_recorder__")
+    recorder = ns.get(RECORDER_NAME)
     try:
-        result: dict[str, Any] = capture(ns, function, str(out / "artifacts"))
+        result: dict[str, Any] = capture(
+            ns, function, str(out / "artifacts"), max_artifact_bytes=max_artifact_bytes,
+            observed_files=recorder.files.as_dicts() if recorder is not None else [],
+            files_dir=str(out / "files"),
+        )
         result["calls"] = recorder.as_dicts() if recorder is not None else []
         result["calls_total"] = recorder.total if recorder is not None else 0
     except Refusal as refusal:

@@ -1,9 +1,16 @@
-"""Serialise data globals and read which modules a pickle stream needs, without loading it."""
+"""Serialise data globals and read which modules a pickle stream needs, without loading it.
+
+Each data global gets the format that fits it: plain pickle for plain data, joblib for
+estimators and numpy-heavy objects (arrays stored raw, memory-mappable), cloudpickle for
+objects involving classes, functions or lambdas defined in the notebook (saved by value,
+so they load without the notebook).
+"""
 
 from __future__ import annotations
 
 import pickle
 import pickletools
+from pathlib import Path
 from typing import Any
 
 _STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING",
@@ -56,3 +63,46 @@ def dump(obj: Any) -> tuple[bytes, str]:
     import cloudpickle  # only needed for notebook-defined classes, functions and lambdas
 
     return cloudpickle.dumps(obj, protocol=5), "cloudpickle"
+
+
+def write(obj: Any, data: bytes, fmt: str, folder: Path, name: str) -> tuple[str, str, int]:
+    """Write ``obj`` (already serialised as ``data`` in ``fmt``) into ``folder``.
+
+    Numpy-heavy objects go through joblib when the kernel has it; returns (file, format, size).
+    """
+    if fmt == "pickle" and "numpy" in modules_in_pickle(data):
+        try:
+            import joblib
+        except ImportError:
+            joblib = None
+        if joblib is not None:
+            path = folder / f"{name}.joblib"
+            joblib.dump(obj, path)
+            return path.name, "joblib", path.stat().st_size
+    path = folder / f"{name}.pkl"
+    path.write_bytes(data)
+    return path.name, fmt, len(data)
+
+
+def modules_in_file(path: Path) -> set[str]:
+    """Modules a pickle or joblib data file needs when loaded; empty for any other file.
+
+    A plain pickle is scanned without loading. A joblib file interleaves raw array bytes
+    with its pickle stream, so it is loaded with joblib and its object re-pickled for the
+    scan: the function loads this same file when called, so this runs nothing new.
+    """
+    data = path.read_bytes()
+    is_pickle = data[:1] == b"\x80" or path.suffix in (".pkl", ".pickle")
+    if path.suffix == ".joblib" or (is_pickle and b"NumpyArrayWrapper" in data):
+        try:
+            import joblib
+
+            return modules_in_pickle(dump(joblib.load(path))[0]) | {"joblib"}
+        except Exception:
+            return set()
+    if is_pickle:
+        try:
+            return modules_in_pickle(data)
+        except Exception:
+            return set()
+    return set()

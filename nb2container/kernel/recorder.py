@@ -4,7 +4,8 @@ Installed in the kernel before the first cell: an AST transformer re-binds the
 function right after each ``def`` of it (so a cell that defines and calls it is
 recorded too), and a post-run hook wraps it when it was bound some other way.
 Each call keeps the execution count of the cell that made it, its arguments, and its
-result both as JSON and as the text IPython would display.
+result both as JSON and as the text IPython would display. The files a call opens are
+watched too (``files.FileWatch``), so data the function reads at call time is shipped.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import inspect
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from nb2container.kernel.files import FileWatch
 from nb2container.kernel.jsonable import to_jsonable
 
 RECORDER_NAME = "__nb2container_recorder__"
@@ -39,6 +41,7 @@ class CallRecorder:
     limit: int = 200
     calls: list[Call] = field(default_factory=list)
     total: int = 0
+    files: FileWatch = field(default_factory=FileWatch)
 
     def install(self) -> None:
         self.shell.user_ns[RECORDER_NAME] = self
@@ -54,7 +57,8 @@ class CallRecorder:
 
             @functools.wraps(fn)
             async def recorded_async(*args: Any, **kwargs: Any) -> Any:
-                result = await fn(*args, **kwargs)
+                with self.files:
+                    result = await fn(*args, **kwargs)
                 self._record(args, kwargs, result)
                 return result
 
@@ -63,7 +67,8 @@ class CallRecorder:
 
             @functools.wraps(fn)
             def recorded(*args: Any, **kwargs: Any) -> Any:
-                result = fn(*args, **kwargs)
+                with self.files:
+                    result = fn(*args, **kwargs)
                 self._record(args, kwargs, result)
                 return result
 
@@ -80,6 +85,7 @@ class CallRecorder:
         for call in self.calls:
             if call.execution_count is None:
                 call.execution_count = getattr(result, "execution_count", None)
+        self.files.stamp(getattr(result, "execution_count", None))
         self._wrap_namespace()
 
     def _wrap_namespace(self, *_: Any) -> None:

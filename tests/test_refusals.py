@@ -1,0 +1,69 @@
+"""What cannot travel is refused by name: one paragraph, exit 1, no traceback, nothing rendered.
+
+Each case is a real notebook run in a real kernel through the real command line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_notebook
+
+from tests.conftest import run_cli
+
+CASES = {
+    "undefined_name": (
+        ["def predict(x):\n    return x * SCALE"], [], ["`SCALE`", "no cell of the notebook defines"],
+    ),
+    "generator_global": (
+        ["rows = (i * i for i in range(3))", "def predict(x):\n    return x + next(rows)"], [],
+        ["`rows`", "builtins.generator"],
+    ),
+    "socket_global": (
+        ["import socket\nsock = socket.socket()", "def predict(x):\n    return sock.fileno() + x"], [],
+        ["`sock`", "socket.socket"],
+    ),
+    "lock_global": (
+        ["import threading\nguard = threading.Lock()",
+         "def predict(x):\n    with guard:\n        return x"], [],
+        ["`guard`", "_thread.lock"],
+    ),
+    "database_global": (
+        ["import sqlite3\nconn = sqlite3.connect(':memory:')",
+         "def predict(x):\n    return conn.execute('select ?', (x,)).fetchone()[0]", "predict(2)"], [],
+        ["`conn`", "sqlite3.Connection"],
+    ),
+    "artifact_too_large": (
+        ["import numpy as np\nbig = np.zeros(400_000)", "def predict(i):\n    return float(big[i])"],
+        ["--max-artifact-mb", "1"],
+        ["`big`", "numpy.ndarray", "3,200,", "over the limit of 1,048,576"],
+    ),
+    "generator_function": (
+        ["def predict(n):\n    yield from range(n)"], [], ["`predict` is a generator function", "yield"],
+    ),
+    "ipython_syntax_inside": (
+        ["def predict(x):\n    listing = !ls\n    return x"], [], ["`predict` uses `get_ipython`", "!shell"],
+    ),
+    "unknown_function": (
+        ["def predict(x):\n    return x", "def helper(y):\n    return y"], ["--function", "score"],
+        ["`score`", "`predict` (cell 1)", "`helper` (cell 2)"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_refusal_names_the_culprit(case: str, tmp_path: Path) -> None:
+    cells, flags, fragments = CASES[case]
+    nb = new_notebook(cells=[new_code_cell(source) for source in cells])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / f"{case}.ipynb"
+    nbformat.write(nb, path)
+    result = run_cli("render", path, "--output", tmp_path / "out", *flags)
+    assert result.returncode == 1, result.stdout + result.stderr
+    message = result.stderr.split("nb2container: ", 1)[-1]
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not (tmp_path / "out").exists()
