@@ -7,3 +7,10 @@ inside the user's kernel, which must not pay for docker or jinja2.
 from __future__ import annotations
 
 __version__ = "0.1.0"
+
+
+def load_ipython_extension(ipython: object) -> None:
+    """``%load_ext nb2container``: record the notebook's calls and add ``%containerize``."""
+    from nb2container.magic import load
+
+    load(ipython)

@@ -14,6 +14,7 @@ from typing import Any
 
 import docker
 import docker.errors
+import docker.types
 
 from nb2container.errors import BuildError, SmokeTestError
 from nb2container.model import BuiltImage
@@ -42,16 +43,23 @@ class Engine:
                 "(for development here: eval \"$(scripts/engine.sh)\")."
             ) from None
 
-    def build(self, folder: Path, progress: Progress) -> BuiltImage:
+    def build(self, folder: Path, progress: Progress, platform: str | None = None) -> BuiltImage:
         """Build ``folder`` untagged (the tag is given only to an image that passed its smoke test)."""
         log: list[str] = []
         image_id = None
         try:
-            stream = self.client.api.build(path=str(folder), rm=True, forcerm=True, decode=True, pull=False)
+            stream = self.client.api.build(path=str(folder), rm=True, forcerm=True, decode=True, pull=False,
+                                           platform=platform)
             for chunk in stream:
                 if "error" in chunk:
+                    step = next((line for line in reversed(log) if line.startswith("Step ")), None)
+                    where = f" at {step.split(' : ', 1)[0].lower()} (`{step.split(' : ', 1)[-1][:120]}`)" \
+                        if step else ""
                     raise BuildError(
-                        f"The image did not build: {chunk['error'].strip()}", _tail(log)
+                        f"The image did not build{where}: {chunk['error'].strip()}."
+                        f"{self._platform_hint(platform)} The build folder {folder} is kept as it "
+                        "was, to rebuild with `docker build` once fixed.",
+                        _tail(log),
                     )
                 for line in chunk.get("stream", "").splitlines():
                     log.append(line)
@@ -65,6 +73,14 @@ class Engine:
             raise BuildError("The build ended without an image.", _tail(log))
         image = self.client.images.get(image_id)
         return BuiltImage(id=image.id, size_bytes=int(image.attrs["Size"]))
+
+    def _platform_hint(self, platform: str | None) -> str:
+        machine = str(self.client.info().get("Architecture", ""))
+        native = {"x86_64": "linux/amd64", "aarch64": "linux/arm64"}.get(machine, machine)
+        if not platform or platform == native:
+            return ""
+        return (f" This engine runs {native} and has no base image or emulation for {platform}: build "
+                f"{platform} images on an engine of that CPU, or install QEMU binfmt handlers.")
 
     def tag(self, image_id: str, tag: str) -> None:
         repository, _, version = tag.rpartition(":") if ":" in tag.split("/")[-1] else (tag, "", "latest")
@@ -83,13 +99,27 @@ class Engine:
         return bytes(output).decode()
 
     @contextlib.contextmanager
-    def serve(self, image: str, port: int, ready_timeout: float = 120) -> Iterator[RunningContainer]:
-        """Run ``image`` on a free loopback port until healthy; always removed afterwards."""
+    def serve(
+        self, image: str, port: int, ready_timeout: float = 120, gpus: str | None = None
+    ) -> Iterator[RunningContainer]:
+        """Run ``image`` on a free loopback port until healthy; always removed afterwards.
+
+        ``gpus`` ("all" or a count) asks the engine for GPUs, like ``docker run --gpus``.
+        """
         host_port = free_port()
-        container = self.client.containers.run(
-            image, detach=True, ports={f"{port}/tcp": ("127.0.0.1", host_port)},
-            labels={"io.nb2container.smoke": "1"},
-        )
+        devices = []
+        if gpus:
+            count = -1 if gpus == "all" else int(gpus)
+            devices = [docker.types.DeviceRequest(count=count, capabilities=[["gpu"]])]
+        try:
+            container = self.client.containers.run(
+                image, detach=True, ports={f"{port}/tcp": ("127.0.0.1", host_port)},
+                labels={"io.nb2container.smoke": "1"}, device_requests=devices or None,
+            )
+        except docker.errors.APIError as exc:
+            raise SmokeTestError(f"The engine could not start the image: {exc.explanation}"
+                                 + (" (were GPUs asked for with --gpus on a machine without them?)"
+                                    if gpus else "")) from None
         running = RunningContainer(container, f"http://127.0.0.1:{host_port}")
         try:
             _wait_ready(running, ready_timeout)

@@ -73,12 +73,13 @@ class Example:
     stored_text: str | None  # the notebook's stored text/plain for this call, when it shows one
     replayable: bool = True
     reason: str = ""
+    source: str = "cell"  # "cell": a call the notebook made; "example": given with --example
 
 
 @dataclass(frozen=True)
 class Capture:
-    notebook: Path
-    notebook_sha256: str
+    notebook: Path | None  # None: a live kernel whose notebook file is unknown (never saved)
+    notebook_sha256: str  # of the file; of the executed cells' sources when there is none
     spec: ServingSpec
     interpreter: KernelInterpreter
     modules: tuple[str, ...]
@@ -86,6 +87,10 @@ class Capture:
     calls_total: int
     artifacts_dir: Path  # the artifacts' files; the data files are beside it, under files/
     warnings: tuple[str, ...] = ()
+
+    @property
+    def notebook_name(self) -> str:
+        return self.notebook.name if self.notebook else "unsaved notebook"
 
     @property
     def files_dir(self) -> Path:
@@ -120,7 +125,7 @@ class BuiltImage:
 
 @dataclass
 class SmokeCase:
-    cell: int
+    cell: int  # 1-based cell of the notebook; 0 when only the execution count is known
     call: str
     request: Any
     expected: Any
@@ -130,6 +135,7 @@ class SmokeCase:
     skipped: bool = False  # not replayable over JSON (see difference)
     difference: str | None = None
     note: str = ""
+    execution_count: int | None = None
 
 
 @dataclass

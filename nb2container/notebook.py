@@ -15,24 +15,18 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, DeadKernelError
 
 import nb2container
+from nb2container.captured import example_from_call, read_raw, to_capture
 from nb2container.errors import CaptureError, UsageError
 from nb2container.kernel.capture import cell_magic_body
-from nb2container.model import (
-    Artifact,
-    Capture,
-    DataFile,
-    Example,
-    KernelInterpreter,
-    Parameter,
-    ServingSpec,
-)
+from nb2container.model import Capture, Example
 from nb2container.progress import Progress
 
 SERVE_TAG = "serve"
 
 _BOOTSTRAP = """
 def __nb2container_bootstrap():
-    import sys
+    import os, sys
+    os.environ["NB2C_CAPTURING"] = "1"  # a %containerize cell must not build again
     try:
         import nb2container.kernel.recorder
     except ImportError:
@@ -45,7 +39,7 @@ __nb2container_bootstrap(); del __nb2container_bootstrap
 _CAPTURE = """
 def __nb2container_capture():
     from nb2container.kernel.capture import capture_to_file
-    capture_to_file(get_ipython().user_ns, {function!r}, {out_dir!r}, {max_bytes!r})
+    capture_to_file(get_ipython().user_ns, {function!r}, {out_dir!r}, {max_bytes!r}, {examples!r})
 __nb2container_capture(); del __nb2container_capture
 """
 
@@ -118,6 +112,7 @@ def capture_notebook(
     progress: Progress,
     staging: Path,
     max_artifact_bytes: int = 2 * 1024**3,
+    examples: list[Any] | None = None,
 ) -> Capture:
     """Execute the notebook in its kernel, recording calls, then capture inside that kernel.
 
@@ -125,11 +120,10 @@ def capture_notebook(
     """
     stored = read_notebook(path)
     function = choose_function(stored, function, path)
-    capture_code = _CAPTURE.format(function=function, out_dir=str(staging), max_bytes=max_artifact_bytes)
+    capture_code = _CAPTURE.format(function=function, out_dir=str(staging), max_bytes=max_artifact_bytes,
+                                   examples=examples)
     executed = _execute(stored, path, function, kernel, timeout, capture_code, progress)
-    raw = json.loads((staging / "capture.json").read_text())
-    if "refusal" in raw:
-        raise CaptureError(_refusal_message(raw["refusal"], path))
+    raw = read_raw(staging, path.name)
     return _to_capture(raw, path, stored, executed, staging)
 
 
@@ -206,15 +200,6 @@ def _cell_error_message(exc: CellExecutionError, nb: nbformat.NotebookNode, path
     )
 
 
-def _refusal_message(refusal: dict[str, Any], path: Path) -> str:
-    message = str(refusal["message"])
-    if refusal.get("candidates"):
-        message += " Functions the notebook defines: " + ", ".join(
-            f"`{name}`" for name in refusal["candidates"]
-        ) + "."
-    return f"{path.name}: {message}"
-
-
 def _to_capture(
     raw: dict[str, Any],
     path: Path,
@@ -222,40 +207,23 @@ def _to_capture(
     executed: nbformat.NotebookNode,
     staging: Path,
 ) -> Capture:
-    spec = ServingSpec(
-        function=raw["function"],
-        signature=raw["signature"],
-        parameters=tuple(Parameter(**p) for p in raw["parameters"]),
-        is_async=raw["is_async"],
-        imports=tuple(raw["imports"]),
-        constants=tuple((name, value) for name, value in raw["constants"]),
-        definitions=tuple(raw["definitions"]),
-        artifacts=tuple(Artifact(**a) for a in raw["artifacts"]),
-        files=tuple(_data_file(f, executed) for f in raw["files"]),
-    )
-    warnings = [*out_of_order_warnings(stored, path),
-                *unseen_global_warnings(stored, raw["globals_read"], raw["function"], path),
-                *raw["warnings"]]
-    env = raw["environment"]
-    return Capture(
+    return to_capture(
+        raw,
         notebook=path.resolve(),
         notebook_sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
-        spec=spec,
-        interpreter=KernelInterpreter(**env),
-        modules=tuple(raw["modules"]),
-        examples=tuple(examples_from_calls(raw["calls"], stored, executed)),
-        calls_total=raw["calls_total"],
-        artifacts_dir=staging / "artifacts",
-        warnings=tuple(warnings),
+        examples=examples_from_calls(raw["calls"], stored, executed),
+        files_found=[_found(f, executed) for f in raw["files"]],
+        warnings=[*out_of_order_warnings(stored, path),
+                  *unseen_global_warnings(stored, raw["globals_read"], raw["function"], path)],
+        staging=staging,
     )
 
 
-def _data_file(raw: dict[str, Any], executed: nbformat.NotebookNode) -> DataFile:
-    found = "named in the function's code"
-    if raw["found"] == "read":
-        index = _cell_of_count(executed).get(raw["execution_count"])
-        found = f"read by the call in cell {index + 1}" if index is not None else "read by a call"
-    return DataFile(raw["path"], raw["image_path"], raw["size_bytes"], found)
+def _found(raw: dict[str, Any], executed: nbformat.NotebookNode) -> str:
+    if raw["found"] != "read":
+        return "named in the function's code"
+    index = _cell_of_count(executed).get(raw["execution_count"])
+    return f"read by the call in cell {index + 1}" if index is not None else "read by a call"
 
 
 def _cell_of_count(nb: nbformat.NotebookNode) -> dict[int, int]:
@@ -343,19 +311,7 @@ def examples_from_calls(
             fresh_shown = _result_text(executed.cells[index])
             if fresh_shown == call["result_text"] and index < len(stored.cells):
                 stored_text = _result_text(stored.cells[index])
-        examples.append(
-            Example(
-                cell=(index + 1) if index is not None else 0,
-                execution_count=call["execution_count"],
-                args=call["args"],
-                kwargs=call["kwargs"],
-                fresh_result=call["result"],
-                fresh_text=call["result_text"],
-                stored_text=stored_text,
-                replayable=call["replayable"],
-                reason=call["reason"],
-            )
-        )
+        examples.append(example_from_call(call, (index + 1) if index is not None else 0, stored_text))
     return examples
 
 

@@ -1,14 +1,20 @@
-"""The one configuration surface: filled from CLI flags (and later magic arguments)."""
+"""The one configuration surface, and the one table of flags that fills it.
+
+The command line (argparse) and ``%containerize`` (IPython's magic_arguments, argparse
+underneath) both declare their flags from ``FLAGS``, so the two cannot drift apart.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import argparse
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
 class Options:
-    notebook: Path
+    notebook: Path | None  # None: a live kernel whose notebook file is not known
     function: str | None = None
     tag: str | None = None
     output: Path | None = None
@@ -20,4 +26,66 @@ class Options:
     abs_tol: float = 1e-9
     platform: str = "linux/amd64"
     max_artifact_mb: int = 2048  # per artifact or data file
+    no_build: bool = False  # render the folder only
+    no_smoke: bool = False  # build and tag without replaying the calls
+    gpus: str | None = None  # "all" or a count: GPUs given to the smoke-test container
+    examples: tuple[str, ...] = ()  # extra calls as JSON bodies (--example)
     debug: bool = False
+
+    @classmethod
+    def from_namespace(cls, args: argparse.Namespace, **given: Any) -> Options:
+        """Options from parsed flags; flags a command does not have keep their defaults."""
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in vars(args).items() if k in names and v is not None}
+        if "examples" in values:
+            values["examples"] = tuple(values["examples"])
+        return cls(**{**values, **given})
+
+
+@dataclass(frozen=True)
+class Flag:
+    names: tuple[str, ...]
+    where: frozenset[str]  # CLI subcommands, and "magic" for %containerize
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+_BUILDS = frozenset({"build", "render", "magic"})
+_SMOKES = frozenset({"build", "test", "magic"})
+_ALL = frozenset({"build", "render", "test", "magic"})
+_CLI = frozenset({"build", "render", "test"})
+
+FLAGS: tuple[Flag, ...] = (
+    Flag(("--function",), _CLI, {"help": "the function to serve (default: the last one in a cell "
+                                          "tagged `serve`, else `predict`)"}),
+    Flag(("--kernel",), _CLI, {"help": "kernel name (default: the notebook's kernelspec)"}),
+    Flag(("--tag",), _BUILDS, {"help": "image tag (default: NOTEBOOK-FUNCTION:latest)"}),
+    Flag(("--output",), _BUILDS, {"type": Path, "help": "build folder (default build/FUNCTION)"}),
+    Flag(("--platform",), _BUILDS, {"default": "linux/amd64", "choices": ["linux/amd64", "linux/arm64"],
+                                    "help": "image platform (default linux/amd64)"}),
+    Flag(("--port",), _ALL, {"type": int, "default": 8000,
+                             "help": "port the server listens on inside the container (default 8000)"}),
+    Flag(("--max-artifact-mb",), _ALL, {"type": int, "default": 2048, "metavar": "MB",
+                                        "help": "largest object or data file to ship, in MiB (default 2048)"}),
+    Flag(("--no-build",), frozenset({"magic"}), {"action": "store_true",
+                                                 "help": "render the build folder only"}),
+    Flag(("--no-smoke",), frozenset({"build", "magic"}), {
+        "action": "store_true", "help": "build and tag without replaying the notebook's calls"}),
+    Flag(("--gpus",), _SMOKES, {"help": "GPUs for the smoke-test container: `all` or a count"}),
+    Flag(("--example",), _SMOKES, {
+        "action": "append", "dest": "examples", "metavar": "JSON",
+        "help": "an extra call to check, as the JSON body of a request, e.g. "
+                "'{\"area_sqft\": 1500}' (repeatable)"}),
+    Flag(("--report",), _SMOKES, {"type": Path, "help": "write the JSON report here"}),
+    Flag(("--rel-tol",), _SMOKES, {"type": float, "default": 1e-6,
+                                   "help": "relative tolerance for numbers (default 1e-6)"}),
+    Flag(("--abs-tol",), _SMOKES, {"type": float, "default": 1e-9,
+                                   "help": "absolute tolerance for numbers (default 1e-9)"}),
+    Flag(("--timeout",), _CLI, {"type": int, "default": 600,
+                                "help": "seconds a notebook cell may run (default 600)"}),
+    Flag(("--debug",), _ALL, {"action": "store_true", "help": "show tracebacks on errors"}),
+    Flag(("-v", "--verbose"), _CLI, {"action": "store_true", "help": "show the full build log"}),
+)
+
+
+def flags_for(where: str) -> list[Flag]:
+    return [flag for flag in FLAGS if where in flag.where]

@@ -1,20 +1,30 @@
-"""The whole program: capture -> freeze -> render -> build -> smoke. The CLI and the magic call it."""
+"""The whole program: capture -> freeze -> render -> build -> smoke. The CLI and the magic call it.
+
+The only thing that differs between the two is where the capture comes from (a
+``Capturer``): the CLI runs the notebook in a fresh kernel; the magic captures from the
+live kernel it runs in. Everything after the capture is the same code.
+"""
 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from nb2container import freeze, notebook, render, wheelhouse
+from nb2container.captured import parse_examples
 from nb2container.engine import Engine
-from nb2container.model import BuiltImage, Capture, FrozenEnvironment
+from nb2container.errors import UsageError
+from nb2container.model import BuiltImage, Capture, FrozenEnvironment, SmokeReport
 from nb2container.options import Options
 from nb2container.progress import Progress
 from nb2container.report import BuildReport
 from nb2container.smoke import smoke_test
+
+# Given a staging folder (which it may fill with artifacts and data files), returns the capture.
+Capturer = Callable[[Path], Capture]
 
 
 @dataclass(frozen=True)
@@ -32,12 +42,25 @@ def staging_dir() -> Iterator[Path]:
         yield Path(folder)
 
 
-def capture_function(options: Options, progress: Progress, staging: Path) -> Capture:
-    """Run the notebook in its kernel and capture the function there."""
-    capture = notebook.capture_notebook(
-        options.notebook, options.function, options.kernel, options.timeout, progress, staging,
-        options.max_artifact_mb * 1024**2,
-    )
+def notebook_capturer(options: Options, progress: Progress) -> Capturer:
+    """Run the notebook file in a fresh kernel (nbclient) and capture there."""
+    path = options.notebook
+    if path is None:
+        raise UsageError("No notebook was given. Pass the path of an .ipynb file.")
+    examples = parse_examples(options.examples)
+
+    def capture(staging: Path) -> Capture:
+        return notebook.capture_notebook(
+            path, options.function, options.kernel, options.timeout, progress, staging,
+            options.max_artifact_mb * 1024**2, examples,
+        )
+
+    return capture
+
+
+def capture_function(capturer: Capturer, progress: Progress, staging: Path) -> Capture:
+    """Capture, and say what was captured."""
+    capture = capturer(staging)
     for artifact in capture.spec.artifacts:
         progress.detail(f"artifact `{artifact.name}`: {artifact.type}, {artifact.format}, "
                         f"{artifact.size_bytes / 1e3:,.0f} kB")
@@ -49,10 +72,10 @@ def capture_function(options: Options, progress: Progress, staging: Path) -> Cap
     return capture
 
 
-def render_folder(options: Options, progress: Progress) -> Rendered:
+def render_folder(options: Options, progress: Progress, capturer: Capturer | None = None) -> Rendered:
     """capture -> freeze -> render: the build folder, without touching Docker."""
     with staging_dir() as staging:
-        capture = capture_function(options, progress, staging)
+        capture = capture_function(capturer or notebook_capturer(options, progress), progress, staging)
         return _freeze_and_render(capture, options, progress)
 
 
@@ -66,7 +89,7 @@ def _freeze_and_render(capture: Capture, options: Options, progress: Progress) -
     frozen = FrozenEnvironment(capture.interpreter.python_version, tuple(pins), closure.roots,
                                closure.unmapped_modules)
     function = capture.spec.function
-    tag = options.tag or render.default_tag(options.notebook, function)
+    tag = options.tag or render.default_tag(capture.notebook, function)
     folder = options.output or Path("build") / function
     progress.step(f"Rendering the build folder {folder} (Python {frozen.python_version}, "
                   f"{len(pins)} packages, {len(capture.spec.artifacts)} artifact(s))")
@@ -74,17 +97,25 @@ def _freeze_and_render(capture: Capture, options: Options, progress: Progress) -
     return Rendered(capture, frozen, folder, tag)
 
 
-def run(options: Options, progress: Progress) -> BuildReport:
+def run(options: Options, progress: Progress, capturer: Capturer | None = None) -> BuildReport:
     """Render, build, and smoke-test; the tag goes to the image only once its smoke test passed."""
-    rendered = render_folder(options, progress)
+    rendered = render_folder(options, progress, capturer)
+    report = _report(rendered.capture)
+    report.packages, report.folder = rendered.frozen.packages, str(rendered.folder)
+    if options.no_build:
+        return report
     engine = Engine()
     progress.step(f"Building the image from {rendered.folder}")
-    image = engine.build(rendered.folder, progress)
-    report = smoke(engine, image, rendered.capture, options, progress)
-    report.image = rendered.tag if report.smoke and report.smoke.ok else None
-    report.packages, report.folder = rendered.frozen.packages, str(rendered.folder)
-    if report.image:
+    image = engine.build(rendered.folder, progress, options.platform)
+    report.image_id, report.size_bytes = image.id, image.size_bytes
+    if options.no_smoke:
+        progress.warn("the smoke test was skipped (--no-smoke): nothing checked that the image "
+                      "reproduces the notebook")
+    else:
+        report.smoke = smoke(engine, image, rendered.capture, options, progress)
+    if options.no_smoke or (report.smoke and report.smoke.ok):
         engine.tag(image.id, rendered.tag)
+        report.image = rendered.tag
         progress.step(f"Tagged {rendered.tag} ({image.size_bytes / 1e6:.0f} MB)")
     return report
 
@@ -92,28 +123,33 @@ def run(options: Options, progress: Progress) -> BuildReport:
 def test_image(options: Options, image_reference: str, progress: Progress) -> BuildReport:
     """Smoke an existing image against the notebook's calls (``nb2container test``)."""
     with staging_dir() as staging:
-        capture = capture_function(options, progress, staging)
+        capture = capture_function(notebook_capturer(options, progress), progress, staging)
     engine = Engine()
-    report = smoke(engine, engine.inspect(image_reference), capture, options, progress)
-    report.image = image_reference
+    image = engine.inspect(image_reference)
+    report = _report(capture)
+    report.image, report.image_id, report.size_bytes = image_reference, image.id, image.size_bytes
+    report.smoke = smoke(engine, image, capture, options, progress)
     return report
 
 
 def smoke(engine: Engine, image: BuiltImage, capture: Capture, options: Options,
-          progress: Progress) -> BuildReport:
+          progress: Progress) -> SmokeReport:
     if not capture.examples:
-        progress.warn(f"the notebook never calls `{capture.spec.function}`, so only the health "
-                      "check can be run; add a cell that calls it to have the image checked")
-    elif capture.calls_total > len(capture.examples):
-        progress.warn(f"{capture.calls_total} calls were made; the first {len(capture.examples)} "
-                      "are replayed")
-    result = smoke_test(engine, image.id, capture.examples, capture.spec.parameters,
-                        capture.spec.function, options.port, options.rel_tol, options.abs_tol,
-                        progress)
+        progress.warn(f"no call of `{capture.spec.function}` was recorded, so only the health "
+                      "check runs; call it in a cell (or pass --example) to have the image checked")
+    elif capture.calls_total > sum(e.source == "cell" for e in capture.examples):
+        progress.warn(f"{capture.calls_total} calls were made; the first "
+                      f"{sum(e.source == 'cell' for e in capture.examples)} are replayed")
+    return smoke_test(engine, image.id, capture.examples, capture.spec.parameters,
+                      capture.spec.function, options.port, options.rel_tol, options.abs_tol,
+                      progress, gpus=options.gpus)
+
+
+def _report(capture: Capture) -> BuildReport:
     return BuildReport(
-        notebook=str(capture.notebook), function=capture.spec.function, image=None,
-        image_id=image.id, size_bytes=image.size_bytes,
-        python=capture.interpreter.python_version, packages={}, folder=None, smoke=result,
+        notebook=str(capture.notebook) if capture.notebook else capture.notebook_name,
+        function=capture.spec.function, image=None, image_id=None, size_bytes=None,
+        python=capture.interpreter.python_version, packages={}, folder=None, smoke=None,
         artifacts=[asdict(a) for a in capture.spec.artifacts],
         files=[asdict(f) for f in capture.spec.files], warnings=list(capture.warnings),
     )

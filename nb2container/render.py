@@ -57,8 +57,10 @@ def base_image(python_version: str) -> str:
     return f"python:{python_version}-slim-bookworm"
 
 
-def default_tag(notebook: Path, function: str) -> str:
-    name = re.sub(r"[^a-z0-9._-]+", "-", f"{notebook.stem}-{function}".lower()).strip("-._")
+def default_tag(notebook: Path | None, function: str) -> str:
+    """NOTEBOOK-FUNCTION:latest, or FUNCTION:latest for a notebook that was never saved."""
+    stem = f"{notebook.stem}-{function}" if notebook else function
+    name = re.sub(r"[^a-z0-9._-]+", "-", stem.lower()).strip("-._")
     return f"{name}:latest"
 
 
@@ -115,7 +117,7 @@ def _context(capture: Capture, frozen: FrozenEnvironment, tag: str, port: int) -
     example = next((e for e in capture.examples if e.replayable), None)
     return {
         "version": nb2container.__version__,
-        "notebook_name": capture.notebook.name,
+        "notebook_name": capture.notebook_name,
         "notebook_sha256": capture.notebook_sha256,
         "function": spec.function,
         "signature": spec.signature,
@@ -167,7 +169,7 @@ def _spec(capture: Capture, frozen: FrozenEnvironment) -> dict[str, Any]:
         "is_async": spec.is_async,
         "python": frozen.python_version,
         "packages": frozen.packages,
-        "notebook": capture.notebook.name,
+        "notebook": capture.notebook_name,
         "notebook_sha256": capture.notebook_sha256,
         "nb2container": nb2container.__version__,
     }

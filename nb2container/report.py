@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nb2container.model import SmokeReport
+from nb2container.model import SmokeCase, SmokeReport
 
 
 @dataclass
@@ -52,8 +52,8 @@ def smoke_table(report: SmokeReport) -> str:
     rows = [("cell", "call", "notebook", "container", "verdict")]
     for case in report.cases:
         verdict = "skipped" if case.skipped else ("match" if case.passed else "MISMATCH")
-        rows.append((str(case.cell or "-"), case.call, _short(case.expected), _short(case.actual),
-                     verdict))
+        rows.append((where_label(case), case.call, short_value(case.expected),
+                     short_value(case.actual), verdict))
     width = max(60, shutil.get_terminal_size((120, 20)).columns)
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     widths[1] = max(10, min(widths[1], width - sum(widths) + widths[1] - 12))
@@ -65,9 +65,9 @@ def smoke_table(report: SmokeReport) -> str:
             lines.append("  ".join("-" * w for w in widths))
     for case in report.cases:
         if case.difference and not case.passed:
-            lines.append(f"cell {case.cell}: {case.call}: {case.difference}")
+            lines.append(f"cell {where_label(case)}: {case.call}: {case.difference}")
         if case.note:
-            lines.append(f"note, cell {case.cell}: {case.note}")
+            lines.append(f"note, cell {where_label(case)}: {case.note}")
     summary = f"{report.passed} passed, {report.failed} failed"
     if report.skipped:
         summary += f", {report.skipped} skipped"
@@ -75,8 +75,23 @@ def smoke_table(report: SmokeReport) -> str:
     return "\n".join(lines)
 
 
-def _short(value: Any) -> str:
-    return "-" if value is None else json.dumps(value, default=str)
+def short_value(value: Any, limit: int | None = None) -> str:
+    text = "-" if value is None else json.dumps(value, default=str)
+    return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
+
+
+def where_label(case: SmokeCase) -> str:
+    """The notebook's cell number, else the execution count as Jupyter shows it ([n])."""
+    if case.cell:
+        return str(case.cell)
+    return f"[{case.execution_count}]" if case.execution_count else "example"
+
+
+def cuda_summary(packages: dict[str, str]) -> str:
+    """CUDA as the lock carries it (NVIDIA's pip wheels), or that the image is CPU only."""
+    runtime = next((f"{name} {version}" for name, version in sorted(packages.items())
+                    if name.startswith("nvidia-cuda-runtime")), None)
+    return f"from pip wheels ({runtime})" if runtime else "none (CPU only)"
 
 
 def _fit(text: str, width: int) -> str:

@@ -24,10 +24,11 @@ def smoke_test(
     rel_tol: float,
     abs_tol: float,
     progress: Progress,
+    gpus: str | None = None,
 ) -> SmokeReport:
     report = SmokeReport()
     progress.step(f"Smoke test: running the image and replaying {len(examples)} call(s)")
-    with engine.serve(image, port) as running:
+    with engine.serve(image, port, gpus=gpus) as running:
         report.health = _get(running.url + "/health") == 200
         for example in examples:
             case = _case(example, parameters, function)
@@ -41,6 +42,7 @@ def smoke_test(
 def _case(example: Example, parameters: tuple[Parameter, ...], function: str) -> SmokeCase:
     shown = [repr(a) for a in example.args] + [f"{k}={v!r}" for k, v in example.kwargs.items()]
     case = SmokeCase(
+        execution_count=example.execution_count,
         cell=example.cell,
         call=f"{function}({', '.join(shown)})",
         request=None,

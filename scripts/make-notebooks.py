@@ -261,6 +261,27 @@ HIDDEN_STATE = [
     new_code_cell("keyword_score('ok, it is fine')"),
 ]
 
+# Ends with the magic: the data scientist never leaves the kernel.
+CONTAINERIZE_MAGIC = [
+    new_markdown_cell("# Diabetes progression, containerized from the notebook\n\n"
+                      "`%containerize` captures `predict_progression` from this kernel's memory, "
+                      "builds the image and replays the calls made below against it."),
+    new_code_cell("%load_ext nb2container"),
+    new_code_cell("from sklearn.datasets import load_diabetes\nfrom sklearn.linear_model import Ridge\n\n"
+                  "X, y = load_diabetes(return_X_y=True)\nmodel = Ridge(alpha=0.5).fit(X, y)\n"
+                  "round(model.score(X, y), 4)"),
+    new_code_cell(
+        "def predict_progression(age, sex, bmi, bp, s1=0.0, s2=0.0, s3=0.0, s4=0.0, s5=0.0, s6=0.0):\n"
+        "    row = [[age, sex, bmi, bp, s1, s2, s3, s4, s5, s6]]\n"
+        "    return round(float(model.predict(row)[0]), 3)",
+        metadata={"tags": ["serve"]},
+    ),
+    new_code_cell("predict_progression(0.03, 0.05, 0.06, 0.02)"),
+    new_code_cell("predict_progression(age=-0.01, sex=-0.04, bmi=-0.03, bp=-0.02, s5=-0.01)"),
+    new_code_cell("%containerize predict_progression --tag nb2c-demo/diabetes:latest --output build/diabetes",
+                  metadata={"tags": ["nbval-ignore-output"]}),
+]
+
 NOTEBOOKS = {
     "house_prices.ipynb": (HOUSE_PRICES, None),
     "churn_helpers.ipynb": (CHURN_HELPERS, None),
@@ -270,6 +291,7 @@ NOTEBOOKS = {
     "lookup_closures.ipynb": (LOOKUP_CLOSURES, None),
     "pandas_segments.ipynb": (PANDAS_SEGMENTS, None),
     "hidden_state.ipynb": (HIDDEN_STATE, [0, 1, 2, 3, 4, 6, 5]),
+    "containerize_magic.ipynb": (CONTAINERIZE_MAGIC, None),
 }
 
 

@@ -54,6 +54,10 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "formats": {"summary": "joblib"},
         "module": ["@functools.lru_cache(maxsize=128)\ndef region_baseline(region):"],
     },
+    "containerize_magic.ipynb": {  # `nb2container build` skips its %containerize cell
+        "function": "predict_progression",
+        "formats": {"model": "joblib"},
+    },
     "hidden_state.ipynb": {
         "function": "keyword_score",
         "formats": {"tokens": "cloudpickle"},  # defined by %run: no cell has its source

@@ -22,8 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from nb2container.kernel import files, pickles
-from nb2container.kernel.recorder import ORIGINAL_ATTR, RECORDER_NAME
+from nb2container.kernel import ORIGINAL_ATTR, RECORDER_NAME, files, pickles
 from nb2container.kernel.refusal import Refusal
 
 _LITERAL_MAX_CHARS = 10_000
@@ -388,9 +387,17 @@ def _is_literal(obj: Any) -> bool:
 
 
 def capture_to_file(
-    ns: dict[str, Any], function: str, out_dir: str, max_artifact_bytes: int = 2 * 1024**3
+    ns: dict[str, Any],
+    function: str,
+    out_dir: str,
+    max_artifact_bytes: int = 2 * 1024**3,
+    examples: list[Any] | None = None,
 ) -> None:
-    """Entry point the host runs in the kernel: writes ``capture.json`` (or the refusal)."""
+    """Entry point the host runs in the kernel: writes ``capture.json`` (or the refusal).
+
+    ``examples`` are request bodies (--example) called here, in the notebook's own state,
+    so that the container's answers can be checked against the notebook's.
+    """
     out = Path(out_dir)
     recorder = ns.get(RECORDER_NAME)
     try:
@@ -399,8 +406,20 @@ def capture_to_file(
             observed_files=recorder.files.as_dicts() if recorder is not None else [],
             files_dir=str(out / "files"),
         )
-        result["calls"] = recorder.as_dicts() if recorder is not None else []
-        result["calls_total"] = recorder.total if recorder is not None else 0
+        result["calls"] = recorder.as_dicts(function) if recorder is not None else []
+        result["calls_total"] = recorder.totals.get(function, 0) if recorder is not None else 0
+        result["calls"] += [_example_call(recorder, function, body) for body in examples or []]
     except Refusal as refusal:
         result = {"refusal": {"kind": refusal.kind, "message": str(refusal), **refusal.details}}
     (out / "capture.json").write_text(json.dumps(result, indent=1, default=repr))
+
+
+def _example_call(recorder: Any, function: str, body: Any) -> dict[str, Any]:
+    try:
+        return dict(recorder.call_example(function, body))
+    except Exception as exc:
+        raise Refusal(
+            "bad_example",
+            f"The example {json.dumps(body)} fails when `{function}` runs it in the notebook: "
+            f"{type(exc).__name__}: {exc}. Give an example the function accepts.",
+        ) from None

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import pickle
 import pickletools
+import types
 from pathlib import Path
 from typing import Any
+
+from nb2container.kernel import ORIGINAL_ATTR
 
 _STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING",
                "SHORT_BINSTRING"}
@@ -60,9 +63,21 @@ def dump(obj: Any) -> tuple[bytes, str]:
             return data, "pickle"
     except (TypeError, AttributeError, pickle.PicklingError):
         pass
+    import io
+
     import cloudpickle  # only needed for notebook-defined classes, functions and lambdas
 
-    return cloudpickle.dumps(obj, protocol=5), "cloudpickle"
+    class Unwrapping(cloudpickle.CloudPickler):
+        """Saves a function the recorder wrapped as the notebook's own function."""
+
+        def reducer_override(self, value: Any) -> Any:
+            if isinstance(value, types.FunctionType) and ORIGINAL_ATTR in value.__dict__:
+                value = value.__dict__[ORIGINAL_ATTR]
+            return super().reducer_override(value)
+
+    buffer = io.BytesIO()
+    Unwrapping(buffer, protocol=5).dump(obj)
+    return buffer.getvalue(), "cloudpickle"
 
 
 def write(obj: Any, data: bytes, fmt: str, folder: Path, name: str) -> tuple[str, str, int]:

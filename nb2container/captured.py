@@ -1,0 +1,103 @@
+"""The host's side of a capture: read what the kernel wrote and turn it into a ``Capture``.
+
+The CLI (a notebook run by nbclient) and the magic (the live kernel) both have the kernel
+write ``capture.json`` with the same code (``kernel.capture.capture_to_file``); this reads
+it the same way for both, so the two entry points give the same spec, lock and module.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from nb2container.errors import CaptureError, UsageError
+from nb2container.model import (
+    Artifact,
+    Capture,
+    DataFile,
+    Example,
+    KernelInterpreter,
+    Parameter,
+    ServingSpec,
+)
+
+
+def parse_examples(examples: tuple[str, ...]) -> list[Any]:
+    """``--example`` values as request bodies (a JSON object or array each)."""
+    bodies = []
+    for text in examples:
+        try:
+            body = json.loads(text)
+        except ValueError as exc:
+            raise UsageError(f"The example {text!r} is not valid JSON ({exc}). Give a JSON object "
+                             "of argument names to values, e.g. '{\"x\": 1}'.") from None
+        if not isinstance(body, (dict, list)):
+            raise UsageError(f"The example {text!r} must be a JSON object (argument names to values) "
+                             "or a JSON array (positional arguments).")
+        bodies.append(body)
+    return bodies
+
+
+def read_raw(staging: Path, where: str) -> dict[str, Any]:
+    """The kernel's capture.json; a refusal becomes a CaptureError prefixed with ``where``."""
+    raw: dict[str, Any] = json.loads((staging / "capture.json").read_text())
+    refusal = raw.get("refusal")
+    if refusal:
+        message = str(refusal["message"])
+        if refusal.get("candidates"):
+            message += " Functions the notebook defines: " + ", ".join(
+                f"`{name}`" for name in refusal["candidates"]) + "."
+        raise CaptureError(f"{where}: {message}" if where else message)
+    return raw
+
+
+def to_capture(
+    raw: dict[str, Any],
+    *,
+    notebook: Path | None,
+    notebook_sha256: str,
+    examples: list[Example],
+    files_found: list[str],
+    warnings: list[str],
+    staging: Path,
+) -> Capture:
+    """``files_found`` says, per data file in ``raw["files"]``, how it was found (for people)."""
+    spec = ServingSpec(
+        function=raw["function"],
+        signature=raw["signature"],
+        parameters=tuple(Parameter(**p) for p in raw["parameters"]),
+        is_async=raw["is_async"],
+        imports=tuple(raw["imports"]),
+        constants=tuple((name, value) for name, value in raw["constants"]),
+        definitions=tuple(raw["definitions"]),
+        artifacts=tuple(Artifact(**a) for a in raw["artifacts"]),
+        files=tuple(DataFile(f["path"], f["image_path"], f["size_bytes"], found)
+                    for f, found in zip(raw["files"], files_found, strict=True)),
+    )
+    return Capture(
+        notebook=notebook,
+        notebook_sha256=notebook_sha256,
+        spec=spec,
+        interpreter=KernelInterpreter(**raw["environment"]),
+        modules=tuple(raw["modules"]),
+        examples=tuple(examples),
+        calls_total=raw["calls_total"],
+        artifacts_dir=staging / "artifacts",
+        warnings=tuple([*warnings, *raw["warnings"]]),
+    )
+
+
+def example_from_call(call: dict[str, Any], cell: int, stored_text: str | None) -> Example:
+    return Example(
+        cell=cell,
+        execution_count=call["execution_count"],
+        args=call["args"],
+        kwargs=call["kwargs"],
+        fresh_result=call["result"],
+        fresh_text=call["result_text"],
+        stored_text=stored_text,
+        replayable=call["replayable"],
+        reason=call["reason"],
+        source=call.get("source", "cell"),
+    )

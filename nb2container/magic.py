@@ -1,0 +1,177 @@
+"""``%load_ext nb2container`` and ``%containerize``: build from the live kernel.
+
+The capture runs here, in the kernel, on ``get_ipython().user_ns``: the model as it is in
+memory, nothing re-executed. It is the same kernel code the CLI runs in its fresh kernel
+(``kernel.capture.capture_to_file``) and the same host code reads it (``captured``), so both
+entry points give the same module, artifacts and lock. Calls are recorded from the moment
+the extension loads; calls made before that are read back from the kernel's history and
+``Out`` when their arguments are literals.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import nbformat
+from IPython.core import magic_arguments
+from IPython.core.error import UsageError as IPythonUsageError
+from IPython.core.magic import Magics, line_magic, magics_class
+
+from nb2container import pipeline
+from nb2container.captured import example_from_call, parse_examples, read_raw, to_capture
+from nb2container.display import Containerized, NotebookProgress
+from nb2container.errors import Nb2ContainerError
+from nb2container.kernel import RECORDER_NAME
+from nb2container.kernel.capture import capture_to_file
+from nb2container.kernel.recorder import CallRecorder, display_text, make_call
+from nb2container.model import Capture, Example
+from nb2container.notebook import out_of_order_warnings, read_notebook, unseen_global_warnings
+from nb2container.options import Options, flags_for
+from nb2container.progress import Progress, TerminalProgress
+
+# Set in the kernel that `nb2container build` runs a notebook in: a `%containerize` cell
+# there must not start a second build of the same notebook.
+CAPTURING_ENV = "NB2C_CAPTURING"
+
+
+def load(shell: Any) -> None:
+    """Record calls from now on (unless the CLI's recorder is already in place) and register the magic."""
+    if RECORDER_NAME not in shell.user_ns:
+        CallRecorder(shell, None).install()
+    shell.register_magics(ContainerizeMagics)
+
+
+def _with_shared_flags(function: Any) -> Any:
+    """Declare the magic's arguments from the table the CLI uses (options.FLAGS)."""
+    for flag in reversed(flags_for("magic")):
+        function = magic_arguments.argument(*flag.names, **flag.kwargs)(function)
+    function = magic_arguments.argument("function", help="the notebook function to serve")(function)
+    return magic_arguments.magic_arguments()(function)
+
+
+@magics_class
+class ContainerizeMagics(Magics):
+    @line_magic
+    @_with_shared_flags
+    def containerize(self, line: str) -> Containerized | None:
+        """Build a container image that serves FUNCTION, from this kernel, and check it.
+
+        Captures the function and everything it uses (helpers, classes, the objects in
+        memory, files it reads), freezes this kernel's exact Python and packages, renders a
+        build folder, builds the image, runs it, and replays the calls you made to the
+        function in this notebook against it. Returns a result with the image tag and the
+        report.
+
+        Example::
+
+            %load_ext nb2container
+            %containerize predict --tag churn:1.0
+        """
+        try:  # split like a shell, so that quoted JSON (--example '{"x": 1}') arrives whole
+            argv = shlex.split(line)
+        except ValueError as exc:
+            raise IPythonUsageError(f"%containerize could not read its arguments: {exc}.") from None
+        args = self.containerize.parser.parse_args(argv)  # type: ignore[union-attr]  # set by magic_arguments
+        if os.environ.get(CAPTURING_ENV):
+            print(f"%containerize {args.function}: skipped, because `nb2container build` is "
+                  "running this notebook to build it.")
+            return None
+        shell = self.shell
+        options = Options.from_namespace(args, notebook=notebook_path(shell), function=args.function)
+        jupyter = type(shell).__name__ == "ZMQInteractiveShell"
+        progress: Any = NotebookProgress() if jupyter else TerminalProgress(sys.stdout)
+        try:
+            report = pipeline.run(options, progress, live_capturer(shell, options, progress))
+        except Nb2ContainerError as error:
+            if jupyter:
+                progress.finish(ok=False)
+            if options.debug:
+                raise
+            raise IPythonUsageError(str(error)) from None
+        log = progress.lines if isinstance(progress, TerminalProgress) else progress.log_lines
+        result = Containerized(report, log)
+        if jupyter:
+            progress.finish(ok=result.ok)
+        return result
+
+
+def notebook_path(shell: Any) -> Path | None:
+    """The notebook file this kernel serves, when the front end says (Jupyter, VS Code)."""
+    candidates = (shell.user_ns.get("__session__"), os.environ.get("JPY_SESSION_NAME"),
+                  shell.user_ns.get("__vsc_ipynb_file__"))
+    for candidate in candidates:
+        if candidate and str(candidate).endswith(".ipynb") and Path(candidate).is_file():
+            return Path(candidate).resolve()
+    return None
+
+
+def live_capturer(shell: Any, options: Options, progress: Progress) -> pipeline.Capturer:
+    function = str(options.function)
+    examples = parse_examples(options.examples)
+
+    def capture(staging: Path) -> Capture:
+        progress.step(f"Capturing `{function}` from this kernel")
+        capture_to_file(shell.user_ns, function, str(staging), options.max_artifact_mb * 1024**2, examples)
+        raw = read_raw(staging, "")
+        recorder = shell.user_ns.get(RECORDER_NAME)
+        before = recorder.installed_at if recorder is not None else sys.maxsize
+        calls = [*history_calls(shell, function, before), *raw["calls"]]
+        raw["calls_total"] += len(calls) - len(raw["calls"])
+        raw_cells = list(shell.history_manager.input_hist_raw[1:])
+        source = options.notebook
+        saved = read_notebook(source) if source else None
+        cells = saved or nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in raw_cells])
+        name = source.name if source else "this kernel's history"
+        warnings = out_of_order_warnings(saved, source) if saved and source else []
+        warnings += unseen_global_warnings(cells, raw["globals_read"], function, Path(name))
+        digest = hashlib.sha256(source.read_bytes() if source else "\n".join(raw_cells).encode())
+        return to_capture(
+            raw, notebook=source, notebook_sha256=digest.hexdigest(),
+            examples=[_live_example(shell, call) for call in calls],
+            files_found=[f"read by the call in [{f['execution_count']}]" if f["found"] == "read"
+                         else "named in the function's code" for f in raw["files"]],
+            warnings=warnings, staging=staging,
+        )
+
+    return capture
+
+
+def _live_example(shell: Any, call: dict[str, Any]) -> Example:
+    """A recorded call; what the user saw is ``Out[n]`` when the call was its cell's value."""
+    out = shell.user_ns.get("Out", {})
+    count = call["execution_count"]
+    shown = display_text(shell, out[count]) if count in out else None
+    stored_text = shown if shown is not None and shown == call["result_text"] else None
+    return example_from_call(call, 0, stored_text)
+
+
+def history_calls(shell: Any, function: str, before: int) -> list[dict[str, Any]]:
+    """Calls made before recording began: cells whose value was ``function(literals...)``."""
+    out = shell.user_ns.get("Out", {})
+    calls = []
+    for count, source in enumerate(shell.history_manager.input_hist_parsed[:before], start=0):
+        if count not in out:
+            continue
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        last = tree.body[-1] if tree.body else None
+        if not (isinstance(last, ast.Expr) and isinstance(last.value, ast.Call)
+                and isinstance(last.value.func, ast.Name) and last.value.func.id == function):
+            continue
+        try:
+            args = [ast.literal_eval(a) for a in last.value.args]
+            kwargs = {k.arg: ast.literal_eval(k.value) for k in last.value.keywords if k.arg}
+        except ValueError:
+            continue  # arguments that are not literals cannot be read back
+        call = make_call(shell, function, args, kwargs, out[count])
+        call.execution_count = count
+        calls.append(vars(call))
+    return calls
