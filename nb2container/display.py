@@ -8,6 +8,7 @@ log); the full build log stays one click away in a ``<details>`` element.
 from __future__ import annotations
 
 import html
+import re
 import time
 
 from nb2container.model import SmokeCase
@@ -76,11 +77,11 @@ class NotebookProgress:
         return "\n".join(lines)
 
     def _html(self) -> str:
-        rows = [f"<div>{_mark_html(mark)} {html.escape(step)}</div>"
+        rows = [f"<div>{_mark_html(mark)} {_inline(step)}</div>"
                 for mark, step in zip(self._marks(), self.steps, strict=True)]
         if self.current_detail:
             rows.append(f"<div style='margin-left: 2em; color: #666'>{html.escape(self.current_detail)}</div>")
-        rows += [f"<div style='color: #9a5b00'>⚠ {html.escape(warning)}</div>" for warning in self.warnings]
+        rows += [f"<div style='color: #9a5b00'>⚠ {_inline(warning)}</div>" for warning in self.warnings]
         if self.log_lines:
             rows.append(
                 f"<details><summary>Full build log ({len(self.log_lines)} lines)</summary>"
@@ -162,10 +163,15 @@ class Containerized:
             parts.append(f"<p>{health}</p>")
             if smoke.cases:
                 parts.append(f"<table class='nb2container-smoke'><tr>{head}</tr>{rows}</table>")
-        parts += [f"<div style='color: #9a5b00'>⚠ {html.escape(w)}</div>" for w in self.report.warnings]
+        parts += [f"<div style='color: #9a5b00'>⚠ {_inline(w)}</div>" for w in self.report.warnings]
         colour = "#1a7f37" if self.ok else "#b42318"
-        parts.append(f"<p style='color: {colour}; font-weight: bold'>{html.escape(self._verdict())}</p>")
+        parts.append(f"<p style='color: {colour}; font-weight: bold'>{_inline(self._verdict())}</p>")
         return f"<div class='nb2container-summary' style='{_FONT}'>{''.join(parts)}</div>"
+
+
+def _inline(text: str) -> str:
+    """Escaped text, with `names` in backticks shown as code."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
 
 
 _MARK_COLOURS = {"✓": "#1a7f37", "✗": "#b42318", "…": "#666", "-": "#666"}
