@@ -74,6 +74,9 @@ def to_capture(
         artifacts=tuple(Artifact(**a) for a in raw["artifacts"]),
         files=tuple(DataFile(f["path"], f["image_path"], f["size_bytes"], found)
                     for f, found in zip(raw["files"], files_found, strict=True)),
+        codecs=raw["interface"]["codecs"],
+        bound=raw["interface"]["bound"],
+        prints=raw["interface"]["prints"],
     )
     return Capture(
         notebook=notebook,
@@ -88,7 +91,9 @@ def to_capture(
     )
 
 
-def example_from_call(call: dict[str, Any], cell: int, stored_text: str | None) -> Example:
+def example_from_call(
+    call: dict[str, Any], cell: int, stored_text: str | None, stored_stdout: str | None = None
+) -> Example:
     return Example(
         cell=cell,
         execution_count=call["execution_count"],
@@ -97,7 +102,11 @@ def example_from_call(call: dict[str, Any], cell: int, stored_text: str | None) 
         fresh_result=call["result"],
         fresh_text=call["result_text"],
         stored_text=stored_text,
-        replayable=call["replayable"],
+        replayable=call["replayable"] and "body" in call,
         reason=call["reason"],
         source=call.get("source", "cell"),
+        body=call.get("body"),
+        shown=call.get("shown", ""),
+        stdout=call.get("stdout", ""),
+        stored_stdout=stored_stdout,
     )

@@ -81,3 +81,20 @@ def difference(expected: Any, actual: Any, rel_tol: float, abs_tol: float, path:
     if expected == actual and type(expected) is type(actual):
         return None
     return f"{where}: expected {expected!r}, got {actual!r}"
+
+
+def text_difference(expected: str, actual: str, rel_tol: float, abs_tol: float) -> str | None:
+    """Printed output compared word by word: numbers within tolerance, everything else exactly."""
+    want, got = expected.split(), actual.split()
+    for index, (a, b) in enumerate(zip(want, got, strict=False)):
+        if a == b:
+            continue
+        try:
+            x, y = float(a.rstrip(",;:")), float(b.rstrip(",;:"))
+        except ValueError:
+            return f"word {index + 1}: expected {a!r}, printed {b!r}"
+        if not math.isclose(x, y, rel_tol=rel_tol, abs_tol=abs_tol):
+            return f"word {index + 1}: expected {a}, printed {b}"
+    if len(want) != len(got):
+        return f"expected {len(want)} words, printed {len(got)}: {actual.strip()[:200]!r}"
+    return None

@@ -12,7 +12,7 @@ import re
 import time
 
 from nb2container.model import SmokeCase
-from nb2container.report import BuildReport, cuda_summary, short_value, smoke_table, where_label
+from nb2container.report import BuildReport, cuda_summary, shown_value, smoke_table, where_label
 
 _REFRESH_SECONDS = 0.5
 _FONT = "font-family: var(--jp-code-font-family, monospace); font-size: 12px; line-height: 1.5"
@@ -124,6 +124,8 @@ class Containerized:
             ("CUDA", cuda_summary(report.packages)),
             ("artifacts", ", ".join(f"{a['name']} ({a['format']})" for a in report.artifacts) or "none"),
             ("data files", ", ".join(f["path"] for f in report.files) or "none"),
+            ("bound", ", ".join(f"{p} = {g}" for p, g in sorted(report.interface.get("bound", {}).items()))
+             or "none"),
             ("build folder", report.folder or "-"),
         ]
         return facts
@@ -184,7 +186,7 @@ def _mark_html(mark: str) -> str:
 def _case_row(case: SmokeCase) -> str:
     mark = "-" if case.skipped else ("✓" if case.passed else "✗")
     note = case.difference if not case.passed and case.difference else case.note
-    cells = [_mark_html(mark), where_label(case), case.call, short_value(case.expected, 80),
-             short_value(case.actual, 80), note or ""]
+    cells = [_mark_html(mark), where_label(case), case.call, shown_value(case.expected, case.expected_stdout, 80),
+             shown_value(case.actual, case.actual_stdout, 80), note or ""]
     escaped = [cells[0], *(html.escape(str(c)) for c in cells[1:])]
     return "<tr>" + "".join(f"<td style='text-align: left'>{c}</td>" for c in escaped) + "</tr>"

@@ -15,6 +15,7 @@ import hashlib
 import os
 import shlex
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from nb2container import pipeline
 from nb2container.captured import example_from_call, parse_examples, read_raw, to_capture
 from nb2container.display import Containerized, NotebookProgress
 from nb2container.errors import Nb2ContainerError
-from nb2container.kernel import RECORDER_NAME
+from nb2container.kernel import ORIGINAL_ATTR, RECORDER_NAME
 from nb2container.kernel.capture import capture_to_file
 from nb2container.kernel.recorder import CallRecorder, display_text, make_call
 from nb2container.model import Capture, Example
@@ -117,12 +118,11 @@ def live_capturer(shell: Any, options: Options, progress: Progress) -> pipeline.
 
     def capture(staging: Path) -> Capture:
         progress.step(f"Capturing `{function}` from this kernel")
-        capture_to_file(shell.user_ns, function, str(staging), options.max_artifact_mb * 1024**2, examples)
-        raw = read_raw(staging, "")
         recorder = shell.user_ns.get(RECORDER_NAME)
         before = recorder.installed_at if recorder is not None else sys.maxsize
-        calls = [*history_calls(shell, function, before), *raw["calls"]]
-        raw["calls_total"] += len(calls) - len(raw["calls"])
+        capture_to_file(shell.user_ns, function, str(staging), options.max_artifact_mb * 1024**2, examples,
+                        list(options.bind), options.no_bind, history_calls(shell, function, before))
+        raw = read_raw(staging, "")
         raw_cells = list(shell.history_manager.input_hist_raw[1:])
         source = options.notebook
         saved = read_notebook(source) if source else None
@@ -133,7 +133,7 @@ def live_capturer(shell: Any, options: Options, progress: Progress) -> pipeline.
         digest = hashlib.sha256(source.read_bytes() if source else "\n".join(raw_cells).encode())
         return to_capture(
             raw, notebook=source, notebook_sha256=digest.hexdigest(),
-            examples=[_live_example(shell, call) for call in calls],
+            examples=[_live_example(shell, call) for call in raw["calls"]],
             files_found=[f"read by the call in [{f['execution_count']}]" if f["found"] == "read"
                          else "named in the function's code" for f in raw["files"]],
             warnings=warnings, staging=staging,
@@ -171,7 +171,10 @@ def history_calls(shell: Any, function: str, before: int) -> list[dict[str, Any]
             kwargs = {k.arg: ast.literal_eval(k.value) for k in last.value.keywords if k.arg}
         except ValueError:
             continue  # arguments that are not literals cannot be read back
-        call = make_call(shell, function, args, kwargs, out[count])
+        fn = shell.user_ns.get(function)
+        if fn is None:
+            continue
+        call = make_call(shell, getattr(fn, ORIGINAL_ATTR, fn), args, kwargs, out[count])
         call.execution_count = count
-        calls.append(vars(call))
+        calls.append(asdict(call))
     return calls

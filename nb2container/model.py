@@ -49,6 +49,9 @@ class ServingSpec:
     definitions: tuple[str, ...]
     artifacts: tuple[Artifact, ...]
     files: tuple[DataFile, ...] = ()
+    codecs: dict[str, Any] = field(default_factory=dict)  # {"params": {name: codec}, "result": codec}
+    bound: dict[str, str] = field(default_factory=dict)  # parameter -> the module global the server passes
+    prints: bool = False  # the function shows its answer with print: responses carry stdout
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,10 @@ class Example:
     replayable: bool = True
     reason: str = ""
     source: str = "cell"  # "cell": a call the notebook made; "example": given with --example
+    body: Any = None  # the request that replays it (bound parameters left out)
+    shown: str = ""  # the call as a person reads it
+    stdout: str = ""  # what it printed in the fresh run
+    stored_stdout: str | None = None  # what the notebook stored as the cell's printed output
 
 
 @dataclass(frozen=True)
@@ -136,6 +143,8 @@ class SmokeCase:
     difference: str | None = None
     note: str = ""
     execution_count: int | None = None
+    expected_stdout: str | None = None
+    actual_stdout: str | None = None
 
 
 @dataclass

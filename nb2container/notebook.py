@@ -39,7 +39,8 @@ __nb2container_bootstrap(); del __nb2container_bootstrap
 _CAPTURE = """
 def __nb2container_capture():
     from nb2container.kernel.capture import capture_to_file
-    capture_to_file(get_ipython().user_ns, {function!r}, {out_dir!r}, {max_bytes!r}, {examples!r})
+    capture_to_file(get_ipython().user_ns, {function!r}, {out_dir!r}, {max_bytes!r}, {examples!r},
+                    {bind!r}, {no_bind!r})
 __nb2container_capture(); del __nb2container_capture
 """
 
@@ -113,6 +114,8 @@ def capture_notebook(
     staging: Path,
     max_artifact_bytes: int = 2 * 1024**3,
     examples: list[Any] | None = None,
+    bind: tuple[str, ...] = (),
+    no_bind: bool = False,
 ) -> Capture:
     """Execute the notebook in its kernel, recording calls, then capture inside that kernel.
 
@@ -121,7 +124,7 @@ def capture_notebook(
     stored = read_notebook(path)
     function = choose_function(stored, function, path)
     capture_code = _CAPTURE.format(function=function, out_dir=str(staging), max_bytes=max_artifact_bytes,
-                                   examples=examples)
+                                   examples=examples, bind=list(bind), no_bind=no_bind)
     executed = _execute(stored, path, function, kernel, timeout, capture_code, progress)
     raw = read_raw(staging, path.name)
     return _to_capture(raw, path, stored, executed, staging)
@@ -300,19 +303,29 @@ def examples_from_calls(
     """Pair each recorded call with the output the notebook stored for it.
 
     A call's stored output is its cell's ``execute_result`` when, in the fresh run, that
-    result displayed exactly as the call's result (the call is the cell's value).
+    result displayed exactly as the call's result (the call is the cell's value); likewise its
+    stored printed output is the cell's stdout when the call printed all of it.
     """
     cell_of_count = _cell_of_count(executed)
     examples = []
     for call in calls:
         index = cell_of_count.get(call["execution_count"])
-        stored_text = None
-        if index is not None and call["result_text"] is not None:
+        stored_text = stored_stdout = None
+        if index is not None and index < len(stored.cells):
             fresh_shown = _result_text(executed.cells[index])
-            if fresh_shown == call["result_text"] and index < len(stored.cells):
+            if call["result_text"] is not None and fresh_shown == call["result_text"]:
                 stored_text = _result_text(stored.cells[index])
-        examples.append(example_from_call(call, (index + 1) if index is not None else 0, stored_text))
+            # The cell's printed output is the call's when, in the fresh run, it printed exactly that.
+            if call.get("stdout") and _stdout(executed.cells[index]) == call["stdout"]:
+                stored_stdout = _stdout(stored.cells[index])
+        examples.append(example_from_call(call, (index + 1) if index is not None else 0, stored_text,
+                                          stored_stdout))
     return examples
+
+
+def _stdout(cell: nbformat.NotebookNode) -> str:
+    return "".join(o.get("text", "") for o in cell.get("outputs", [])
+                   if o.get("output_type") == "stream" and o.get("name") == "stdout")
 
 
 def _result_text(cell: nbformat.NotebookNode) -> str | None:

@@ -30,6 +30,8 @@ class Options:
     no_smoke: bool = False  # build and tag without replaying the calls
     gpus: str | None = None  # "all" or a count: GPUs given to the smoke-test container
     examples: tuple[str, ...] = ()  # extra calls as JSON bodies (--example)
+    bind: tuple[str, ...] = ()  # parameters the server supplies with the notebook's object (--bind)
+    no_bind: bool = False  # never infer bound parameters
     debug: bool = False
 
     @classmethod
@@ -39,6 +41,8 @@ class Options:
         values = {k: v for k, v in vars(args).items() if k in names and v is not None}
         if "examples" in values:
             values["examples"] = tuple(values["examples"])
+        if "bind" in values:  # --bind a,b --bind c
+            values["bind"] = tuple(n.strip() for group in values["bind"] for n in group.split(",") if n.strip())
         return cls(**{**values, **given})
 
 
@@ -75,6 +79,11 @@ FLAGS: tuple[Flag, ...] = (
         "action": "append", "dest": "examples", "metavar": "JSON",
         "help": "an extra call to check, as the JSON body of a request, e.g. "
                 "'{\"area_sqft\": 1500}' (repeatable)"}),
+    Flag(("--bind",), _ALL, {
+        "action": "append", "metavar": "NAME[,NAME]",
+        "help": "parameters the server fills with the notebook's object (a model passed as an "
+                "argument); inferred when every call passes the same object with no JSON form"}),
+    Flag(("--no-bind",), _ALL, {"action": "store_true", "help": "never infer bound parameters"}),
     Flag(("--report",), _SMOKES, {"type": Path, "help": "write the JSON report here"}),
     Flag(("--rel-tol",), _SMOKES, {"type": float, "default": 1e-6,
                                    "help": "relative tolerance for numbers (default 1e-6)"}),

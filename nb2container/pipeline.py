@@ -52,7 +52,7 @@ def notebook_capturer(options: Options, progress: Progress) -> Capturer:
     def capture(staging: Path) -> Capture:
         return notebook.capture_notebook(
             path, options.function, options.kernel, options.timeout, progress, staging,
-            options.max_artifact_mb * 1024**2, examples,
+            options.max_artifact_mb * 1024**2, examples, options.bind, options.no_bind,
         )
 
     return capture
@@ -67,6 +67,10 @@ def capture_function(capturer: Capturer, progress: Progress, staging: Path) -> C
     for data_file in capture.spec.files:
         progress.detail(f"data file {data_file.path} -> {data_file.image_path} "
                         f"({data_file.size_bytes / 1e3:,.1f} kB, {data_file.found})")
+    for parameter, holder in capture.spec.bound.items():
+        progress.detail(f"bound: `{parameter}` is the notebook's `{holder}`, supplied by the server")
+    if capture.spec.prints:
+        progress.detail("the function prints its answer: responses carry what it prints (`stdout`)")
     for warning in capture.warnings:
         progress.warn(warning)
     return capture
@@ -140,9 +144,8 @@ def smoke(engine: Engine, image: BuiltImage, capture: Capture, options: Options,
     elif capture.calls_total > sum(e.source == "cell" for e in capture.examples):
         progress.warn(f"{capture.calls_total} calls were made; the first "
                       f"{sum(e.source == 'cell' for e in capture.examples)} are replayed")
-    return smoke_test(engine, image.id, capture.examples, capture.spec.parameters,
-                      capture.spec.function, options.port, options.rel_tol, options.abs_tol,
-                      progress, gpus=options.gpus)
+    return smoke_test(engine, image.id, capture.examples, capture.spec.function, options.port,
+                      options.rel_tol, options.abs_tol, progress, gpus=options.gpus)
 
 
 def _report(capture: Capture) -> BuildReport:
@@ -152,4 +155,5 @@ def _report(capture: Capture) -> BuildReport:
         python=capture.interpreter.python_version, packages={}, folder=None, smoke=None,
         artifacts=[asdict(a) for a in capture.spec.artifacts],
         files=[asdict(f) for f in capture.spec.files], warnings=list(capture.warnings),
+        interface={"codecs": capture.spec.codecs, "bound": capture.spec.bound, "prints": capture.spec.prints},
     )

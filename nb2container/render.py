@@ -18,10 +18,11 @@ from typing import Any
 import jinja2
 
 import nb2container
+from nb2container import openapi
 from nb2container.errors import UsageError
 from nb2container.kernel.files import IMAGE_WORKDIR
 from nb2container.model import Capture, FrozenEnvironment
-from nb2container.runtime import server
+from nb2container.runtime import codecs, server
 from nb2container.wheelhouse import cache_dir
 
 MARKER = ".nb2container"
@@ -82,7 +83,10 @@ def render(capture: Capture, frozen: FrozenEnvironment, folder: Path, tag: str, 
         path.write_text(env.get_template(template).render(context))
     compile((folder / "app/notebook_function.py").read_text(), "notebook_function.py", "exec")
     shutil.copyfile(server.__file__, folder / "app/nb2c_server.py")
+    shutil.copyfile(codecs.__file__, folder / "app/nb2c_codecs.py")
     (folder / "app/spec.json").write_text(json.dumps(_spec(capture, frozen), indent=2, sort_keys=True) + "\n")
+    document = openapi.document(capture, frozen.python_version)
+    (folder / "app/openapi.json").write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
     _copy_files(capture.artifacts_dir, folder / "artifacts", [a.file for a in capture.spec.artifacts])
     if capture.spec.files:
         _copy_files(capture.files_dir, folder / "files", [f.image_path.lstrip("/") for f in capture.spec.files])
@@ -135,8 +139,9 @@ def _context(capture: Capture, frozen: FrozenEnvironment, tag: str, port: int) -
         "formats": sorted({a.format for a in spec.artifacts}),
         "files": sorted(spec.files, key=lambda f: f.image_path),
         "workdir": IMAGE_WORKDIR,
-        "example_body": json.dumps(request_body(spec.parameters, example.args, example.kwargs))
-        if example else "{}",
+        "example_body": json.dumps(example.body if example else {}),
+        "bound": sorted(spec.bound.items()),
+        "prints": spec.prints,
     }
 
 
@@ -144,19 +149,6 @@ def _import_order(statement: str) -> tuple[bool, str, str]:
     """Standard library first, then the rest; by module name within each group."""
     module = statement.split()[1]
     return module.split(".")[0] not in sys.stdlib_module_names, module, statement
-
-
-def request_body(parameters: Any, args: list[Any], kwargs: dict[str, Any]) -> Any:
-    """The JSON body that replays a call: names -> values, or an array when args can't be named."""
-    names = [p.name for p in parameters if p.kind in ("POSITIONAL_OR_KEYWORD", "KEYWORD_ONLY")]
-    positional_only = any(p.kind in ("POSITIONAL_ONLY", "VAR_POSITIONAL") for p in parameters)
-    if not args:
-        return dict(kwargs)
-    if not positional_only and len(args) <= len(names):
-        return {**dict(zip(names, args, strict=False)), **kwargs}
-    if kwargs:
-        raise ValueError("positional-only arguments mixed with keywords cannot be sent as JSON")
-    return list(args)
 
 
 def _spec(capture: Capture, frozen: FrozenEnvironment) -> dict[str, Any]:
@@ -167,6 +159,9 @@ def _spec(capture: Capture, frozen: FrozenEnvironment) -> dict[str, Any]:
         "signature": spec.signature,
         "parameters": [asdict(p) for p in spec.parameters],
         "is_async": spec.is_async,
+        "codecs": spec.codecs,
+        "bound": spec.bound,
+        "prints": spec.prints,
         "python": frozen.python_version,
         "packages": frozen.packages,
         "notebook": capture.notebook_name,

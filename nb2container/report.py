@@ -25,6 +25,7 @@ class BuildReport:
     artifacts: list[dict[str, Any]] = field(default_factory=list)  # the notebook objects shipped
     files: list[dict[str, Any]] = field(default_factory=list)  # data files read at call time
     warnings: list[str] = field(default_factory=list)
+    interface: dict[str, Any] = field(default_factory=dict)  # codecs, bound parameters, prints
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -39,6 +40,7 @@ class BuildReport:
             "artifacts": self.artifacts,
             "files": self.files,
             "warnings": self.warnings,
+            "interface": self.interface,
             "smoke": self.smoke.to_dict() if self.smoke else None,
         }
 
@@ -52,8 +54,8 @@ def smoke_table(report: SmokeReport) -> str:
     rows = [("cell", "call", "notebook", "container", "verdict")]
     for case in report.cases:
         verdict = "skipped" if case.skipped else ("match" if case.passed else "MISMATCH")
-        rows.append((where_label(case), case.call, short_value(case.expected),
-                     short_value(case.actual), verdict))
+        rows.append((where_label(case), case.call, shown_value(case.expected, case.expected_stdout),
+                     shown_value(case.actual, case.actual_stdout), verdict))
     width = max(60, shutil.get_terminal_size((120, 20)).columns)
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     widths[1] = max(10, min(widths[1], width - sum(widths) + widths[1] - 12))
@@ -78,6 +80,13 @@ def smoke_table(report: SmokeReport) -> str:
 def short_value(value: Any, limit: int | None = None) -> str:
     text = "-" if value is None else json.dumps(value, default=str)
     return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
+
+
+def shown_value(result: Any, stdout: str | None, limit: int | None = None) -> str:
+    """The result, or for a function that prints and returns nothing, what it printed."""
+    if result is None and stdout:
+        return short_value(f"printed: {' | '.join(stdout.strip().splitlines())}", limit)
+    return short_value(result, limit)
 
 
 def where_label(case: SmokeCase) -> str:

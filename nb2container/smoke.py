@@ -7,18 +7,16 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from nb2container.compare import Unparseable, difference, parse_display_text
+from nb2container.compare import Unparseable, difference, parse_display_text, text_difference
 from nb2container.engine import Engine
-from nb2container.model import Example, Parameter, SmokeCase, SmokeReport
+from nb2container.model import Example, SmokeCase, SmokeReport
 from nb2container.progress import Progress
-from nb2container.render import request_body
 
 
 def smoke_test(
     engine: Engine,
     image: str,
     examples: tuple[Example, ...],
-    parameters: tuple[Parameter, ...],
     function: str,
     port: int,
     rel_tol: float,
@@ -31,7 +29,7 @@ def smoke_test(
     with engine.serve(image, port, gpus=gpus) as running:
         report.health = _get(running.url + "/health") == 200
         for example in examples:
-            case = _case(example, parameters, function)
+            case = _case(example, function)
             if not case.skipped:
                 status, answer = post_json(running.url + "/predict", case.request)
                 _judge(case, status, answer, rel_tol, abs_tol)
@@ -39,12 +37,12 @@ def smoke_test(
     return report
 
 
-def _case(example: Example, parameters: tuple[Parameter, ...], function: str) -> SmokeCase:
+def _case(example: Example, function: str) -> SmokeCase:
     shown = [repr(a) for a in example.args] + [f"{k}={v!r}" for k, v in example.kwargs.items()]
     case = SmokeCase(
         execution_count=example.execution_count,
         cell=example.cell,
-        call=f"{function}({', '.join(shown)})",
+        call=example.shown or f"{function}({', '.join(shown)})",
         request=None,
         expected=example.fresh_result,
         expected_from="fresh run",
@@ -57,13 +55,12 @@ def _case(example: Example, parameters: tuple[Parameter, ...], function: str) ->
     if example.stored_text is not None and example.fresh_text not in (None, example.stored_text):
         case.note = (f"the notebook's stored output differs from a fresh run ({example.fresh_text}): "
                      "the stored outputs may be out of date; re-run the notebook")
+    if example.stdout:
+        case.expected_stdout = example.stored_stdout if example.stored_stdout is not None else example.stdout
     if not example.replayable:
         case.skipped, case.difference = True, f"not replayed: {example.reason}"
         return case
-    try:
-        case.request = request_body(parameters, example.args, example.kwargs)
-    except ValueError as exc:
-        case.skipped, case.difference = True, f"not replayed: {exc}"
+    case.request = example.body
     return case
 
 
@@ -71,8 +68,11 @@ def _judge(case: SmokeCase, status: int, answer: Any, rel_tol: float, abs_tol: f
     if status != 200 or not isinstance(answer, dict) or "result" not in answer:
         case.difference = f"the container answered HTTP {status}: {json.dumps(answer)[:300]}"
         return
-    case.actual = answer["result"]
+    case.actual, case.actual_stdout = answer["result"], answer.get("stdout")
     case.difference = difference(case.expected, case.actual, rel_tol, abs_tol)
+    if case.difference is None and case.expected_stdout is not None:
+        found = text_difference(case.expected_stdout, case.actual_stdout or "", rel_tol, abs_tol)
+        case.difference = f"what it printed differs: {found}" if found else None
     case.passed = case.difference is None
 
 

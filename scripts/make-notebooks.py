@@ -282,6 +282,86 @@ CONTAINERIZE_MAGIC = [
                   metadata={"tags": ["nbval-ignore-output"]}),
 ]
 
+# Issue 9: functions as notebooks really write them.
+BOUND_MODEL = [
+    new_markdown_cell("# A model passed as an argument\n\n`predict_single(customer, dv, model)`: the "
+                      "vectorizer and the model are the same objects in every call, so the server "
+                      "supplies them and a request carries only `customer`."),
+    new_code_cell("from sklearn.feature_extraction import DictVectorizer\n"
+                  "from sklearn.linear_model import LogisticRegression"),
+    new_code_cell(
+        "customers = [\n"
+        "    {'contract': 'monthly', 'tenure': 2, 'charges': 85.0},\n"
+        "    {'contract': 'yearly', 'tenure': 40, 'charges': 60.0},\n"
+        "    {'contract': 'monthly', 'tenure': 5, 'charges': 95.0},\n"
+        "    {'contract': 'two_year', 'tenure': 60, 'charges': 45.0},\n"
+        "    {'contract': 'monthly', 'tenure': 12, 'charges': 70.0},\n"
+        "    {'contract': 'yearly', 'tenure': 24, 'charges': 55.0},\n"
+        "]\n"
+        "churned = [1, 0, 1, 0, 1, 0]\n"
+        "dv = DictVectorizer(sparse=False)\n"
+        "model = LogisticRegression(C=0.01, max_iter=1000).fit(dv.fit_transform(customers), churned)"
+    ),
+    new_code_cell("def predict_single(customer, dv, model):\n"
+                  "    X = dv.transform([customer])\n"
+                  "    return round(float(model.predict_proba(X)[0, 1]), 4)",
+                  metadata={"tags": ["serve"]}),
+    new_code_cell("predict_single({'contract': 'monthly', 'tenure': 3, 'charges': 90.0}, dv, model)"),
+    new_code_cell("predict_single({'contract': 'two_year', 'tenure': 50, 'charges': 50.0}, dv, model)"),
+]
+
+NUMPY_ARRAYS = [
+    new_markdown_cell("# Arrays in, arrays out\n\n`standardise` takes a 2-D float array and "
+                      "returns one; the request sends nested lists and gets nested lists back."),
+    new_code_cell("import numpy as np\n\nrng = np.random.default_rng(3)\n"
+                  "train = rng.normal(5.0, 2.0, size=(100, 3))\n"
+                  "MEAN, STD = train.mean(axis=0), train.std(axis=0)"),
+    new_code_cell("def standardise(x: np.ndarray) -> np.ndarray:\n"
+                  "    return np.round((x - MEAN) / STD, 6)", metadata={"tags": ["serve"]}),
+    new_code_cell("standardise(np.array([[5.0, 5.0, 5.0], [7.0, 3.0, 1.0]]))"),
+    new_code_cell("standardise(np.array([[1.0, 2.0, 3.0]]))"),
+]
+
+PANDAS_FRAMES = [
+    new_markdown_cell("# A DataFrame in, a Series out\n\n`order_values` takes the orders as a "
+                      "DataFrame and a date, and returns a Series."),
+    new_code_cell("import datetime\n\nimport pandas as pd\n\nDISCOUNT = 0.1"),
+    new_code_cell("def order_values(orders: pd.DataFrame, as_of: datetime.date) -> pd.Series:\n"
+                  "    age = (pd.Timestamp(as_of) - orders['ordered']).dt.days\n"
+                  "    value = orders['qty'] * orders['price'] * (1 - DISCOUNT)\n"
+                  "    return (value * (age <= 30)).round(2).rename('value')",
+                  metadata={"tags": ["serve"]}),
+    new_code_cell("orders = pd.DataFrame({\n"
+                  "    'qty': [2, 1, 5],\n"
+                  "    'price': [9.99, 120.0, 3.5],\n"
+                  "    'ordered': pd.to_datetime(['2024-05-01', '2024-03-15', '2024-05-20']),\n"
+                  "})\n"
+                  "order_values(orders, datetime.date(2024, 5, 25))"),
+    new_code_cell("order_values(orders.head(1), datetime.date(2024, 7, 1))"),
+]
+
+PRINTED_REPORT = [
+    new_markdown_cell("# A function that prints its answer\n\n`report` returns nothing; the "
+                      "notebook shows what it prints."),
+    new_code_cell("def report(values):\n"
+                  "    total = sum(values)\n"
+                  "    print(f'n = {len(values)}')\n"
+                  "    print(f'total = {total:.3f}')\n"
+                  "    print(f'mean = {total / len(values):.4f}')", metadata={"tags": ["serve"]}),
+    new_code_cell("report([1.5, 2.25, 3.0])"),
+    new_code_cell("report([10, 20])"),
+]
+
+ZERO_ARGUMENTS = [
+    new_markdown_cell("# No arguments\n\n`model_card` takes nothing and describes the model."),
+    new_code_cell("VERSION = '2024.05'\nFEATURES = ['age', 'income', 'tenure']"),
+    new_code_cell("def model_card():\n"
+                  "    return {'version': VERSION, 'features': FEATURES, 'n_features': len(FEATURES)}",
+                  metadata={"tags": ["serve"]}),
+    new_code_cell("model_card()"),
+    new_code_cell("model_card()['n_features']"),
+]
+
 NOTEBOOKS = {
     "house_prices.ipynb": (HOUSE_PRICES, None),
     "churn_helpers.ipynb": (CHURN_HELPERS, None),
@@ -292,6 +372,11 @@ NOTEBOOKS = {
     "pandas_segments.ipynb": (PANDAS_SEGMENTS, None),
     "hidden_state.ipynb": (HIDDEN_STATE, [0, 1, 2, 3, 4, 6, 5]),
     "containerize_magic.ipynb": (CONTAINERIZE_MAGIC, None),
+    "bound_model.ipynb": (BOUND_MODEL, None),
+    "numpy_arrays.ipynb": (NUMPY_ARRAYS, None),
+    "pandas_frames.ipynb": (PANDAS_FRAMES, None),
+    "printed_report.ipynb": (PRINTED_REPORT, None),
+    "zero_arguments.ipynb": (ZERO_ARGUMENTS, None),
 }
 
 

@@ -82,6 +82,9 @@ def test_running_image_answers_like_the_notebook(
                 time.sleep(0.3)
         with urllib.request.urlopen(base + "/health", timeout=5) as response:
             assert response.status == 200
+        with urllib.request.urlopen(base + "/openapi.json", timeout=5) as response:
+            served = json.loads(response.read())
+        assert served == json.loads((house_build.folder / "app/openapi.json").read_text())
         body = json.dumps({"area_sqft": 1500, "num_bedrooms": 3}).encode()
         request = urllib.request.Request(base + "/predict", data=body,
                                          headers={"Content-Type": "application/json"})

@@ -9,9 +9,8 @@ import pytest
 from nbformat.v4 import new_code_cell, new_notebook
 
 from nb2container.errors import CaptureError
-from nb2container.model import Parameter
 from nb2container.notebook import choose_function
-from nb2container.render import default_tag, request_body
+from nb2container.render import default_tag
 from tests.conftest import NOTEBOOKS, run_cli
 
 
@@ -56,14 +55,6 @@ def test_function_choice_prefers_serve_tag_then_predict() -> None:
     assert choose_function(notebook_of("def predict(x):\n    return x"), None, Path("n.ipynb")) == "predict"
     with pytest.raises(CaptureError, match="`helper` \\(cell 1\\)"):
         choose_function(notebook_of("def helper(x):\n    return x"), None, Path("n.ipynb"))
-
-
-def test_request_body_names_positional_arguments() -> None:
-    params = (Parameter("a", "POSITIONAL_OR_KEYWORD", False, None, None),
-              Parameter("b", "POSITIONAL_OR_KEYWORD", True, "2", None))
-    assert request_body(params, [1], {"b": 3}) == {"a": 1, "b": 3}
-    star = (Parameter("xs", "VAR_POSITIONAL", False, None, None),)
-    assert request_body(star, [1, 2, 3], {}) == [1, 2, 3]
 
 
 def test_default_tag_is_a_valid_reference() -> None:

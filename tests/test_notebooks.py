@@ -14,7 +14,7 @@ from typing import Any
 import docker
 import pytest
 
-from nb2container.compare import difference
+from nb2container.compare import difference, text_difference
 from tests.conftest import NOTEBOOKS, NotebookBuilds
 
 ALL = sorted(path.name for path in NOTEBOOKS.glob("*.ipynb"))
@@ -58,6 +58,24 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "function": "predict_progression",
         "formats": {"model": "joblib"},
     },
+    "bound_model.ipynb": {  # the model and the vectorizer are arguments: bound, not sent
+        "function": "predict_single",
+        "formats": {"dv": "joblib", "model": "joblib"},
+        "bound": {"dv": "dv", "model": "model"},
+        "codecs": {"customer": "json", "dv": "object", "model": "object"},
+    },
+    "numpy_arrays.ipynb": {
+        "function": "standardise",
+        "formats": {"MEAN": "joblib", "STD": "joblib"},
+        "codecs": {"x": "ndarray"}, "result": "ndarray",
+    },
+    "pandas_frames.ipynb": {
+        "function": "order_values",
+        "codecs": {"orders": "dataframe", "as_of": "datetime"}, "result": "series",
+        "packages": {"pandas"},
+    },
+    "printed_report.ipynb": {"function": "report", "prints": True},
+    "zero_arguments.ipynb": {"function": "model_card", "codecs": {}},
     "hidden_state.ipynb": {
         "function": "keyword_score",
         "formats": {"tokens": "cloudpickle"},  # defined by %run: no cell has its source
@@ -68,18 +86,27 @@ EXPECTED: dict[str, dict[str, Any]] = {
 # Runs the generated module in the image's interpreter with nothing but it, the locked
 # packages and the artifacts: no server, no network, isolated mode.
 DRIVER = """
-import asyncio, inspect, json, sys
+import asyncio, contextlib, inspect, io, json, sys
 sys.path.insert(0, "/app")
 import notebook_function
-from nb2c_server import to_json
-fn = getattr(notebook_function, sys.argv[1])
+import nb2c_codecs
+spec = json.load(open("/app/spec.json"))
+fn = getattr(notebook_function, spec["function"])
 answers = []
-for body in json.loads(sys.argv[2]):
-    result = fn(**body) if isinstance(body, dict) else fn(*body)
-    if inspect.iscoroutine(result):
-        result = asyncio.run(result)
-    answers.append(result)
-print(json.dumps(answers, default=to_json))
+for body in json.loads(sys.argv[1]):
+    args, kwargs = ([], dict(body)) if isinstance(body, dict) else (list(body), {})
+    kwargs.update({p: getattr(notebook_function, g) for p, g in spec["bound"].items()})
+    call = inspect.signature(fn).bind(*args, **kwargs)
+    for name, codec in spec["codecs"]["params"].items():
+        if name in call.arguments and name not in spec["bound"]:
+            call.arguments[name] = nb2c_codecs.decode(codec, call.arguments[name])
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        result = fn(*call.args, **call.kwargs)
+        if inspect.iscoroutine(result):
+            result = asyncio.run(result)
+    answers.append({"result": result, "stdout": printed.getvalue()})
+print(json.dumps(answers, default=nb2c_codecs.to_json))
 """
 
 
@@ -103,6 +130,12 @@ def test_notebook_builds_and_its_image_reproduces_it(notebook: str, notebook_bui
         assert any(warning in text for text in report["warnings"]), (warning, report["warnings"])
     if expected.get("no_warnings"):
         assert report["warnings"] == []
+    interface = report["interface"]
+    assert interface["bound"] == expected.get("bound", {})
+    assert interface["prints"] == expected.get("prints", False)
+    if "codecs" in expected:
+        assert {p: c["kind"] for p, c in interface["codecs"]["params"].items()} == expected["codecs"]
+    assert interface["codecs"]["result"]["kind"] == expected.get("result", "json")
     module = (built.folder / "app/notebook_function.py").read_text()
     for fragment in expected.get("module", []):
         assert fragment in module
@@ -116,11 +149,54 @@ def test_generated_module_answers_like_the_notebook_in_a_fresh_interpreter(
     built = notebook_builds(notebook)
     cases = built.report["smoke"]["cases"]
     output = docker_client.containers.run(
-        built.tag, ["python", "-I", "-c", DRIVER, built.report["function"],
-                    json.dumps([case["request"] for case in cases])],
+        built.tag, ["python", "-I", "-c", DRIVER, json.dumps([case["request"] for case in cases])],
         network_mode="none", remove=True,
     )
     answers = json.loads(bytes(output).decode())
     assert len(answers) == len(cases)
     for case, answer in zip(cases, answers, strict=True):
-        assert difference(case["expected"], answer, 1e-6, 1e-9) is None, (case["call"], answer)
+        assert difference(case["expected"], answer["result"], 1e-6, 1e-9) is None, (case["call"], answer)
+        if case["expected_stdout"] is not None:
+            assert text_difference(case["expected_stdout"], answer["stdout"], 1e-6, 1e-9) is None
+
+
+@pytest.mark.parametrize("notebook", ALL)
+def test_openapi_lists_the_codecs_and_the_notebooks_first_call(notebook: str, notebook_builds: NotebookBuilds) -> None:
+    built = notebook_builds(notebook)
+    document = json.loads((built.folder / "app/openapi.json").read_text())
+    predict = document["paths"]["/predict"]["post"]
+    content = predict["requestBody"]["content"]["application/json"]
+    assert content["example"] == built.report["smoke"]["cases"][0]["request"]
+    properties = content["schema"]["properties"]
+    codecs = built.report["interface"]["codecs"]["params"]
+    bound = built.report["interface"]["bound"]
+    assert set(properties) == {name for name in codecs if name not in bound}
+    for name, schema in properties.items():
+        assert schema["x-nb2container-codec"] == codecs[name]
+    assert not set(bound) & set(properties)  # bound parameters are the server's, not the request's
+    answer = predict["responses"]["200"]["content"]["application/json"]["schema"]
+    assert answer["properties"]["result"]["x-nb2container-codec"] == built.report["interface"]["codecs"]["result"]
+    assert ("stdout" in answer["properties"]) == built.report["interface"]["prints"]
+
+
+def test_served_contract_restores_types_and_refuses_what_does_not_fit(notebook_builds: NotebookBuilds) -> None:
+    from nb2container.engine import Engine
+    from nb2container.smoke import post_json
+
+    engine = Engine()
+    with engine.serve(notebook_builds("numpy_arrays.ipynb").tag, 8000) as running:
+        status, answer = post_json(running.url + "/predict", {"x": [[5.0, 5.0, 5.0]]})
+        assert status == 200 and len(answer["result"][0]) == 3
+        status, answer = post_json(running.url + "/predict", {"x": "five"})
+        assert status == 422 and answer["error"].startswith("`x`:")
+        status, answer = post_json(running.url + "/predict", {"x": [1.0, 2.0, 3.0]})
+        assert status == 422 and "2 dimension" in answer["error"]
+    with engine.serve(notebook_builds("bound_model.ipynb").tag, 8000) as running:
+        customer = {"contract": "monthly", "tenure": 3, "charges": 90.0}
+        assert post_json(running.url + "/predict", {"customer": customer}) == (200, {"result": 0.9541})
+        assert post_json(running.url + "/predict", [customer]) == (200, {"result": 0.9541})
+        status, answer = post_json(running.url + "/predict", {"customer": customer, "model": None})
+        assert status == 422 and "`model` is supplied by the server" in answer["error"]
+    with engine.serve(notebook_builds("printed_report.ipynb").tag, 8000) as running:
+        status, answer = post_json(running.url + "/predict", {"values": [1, 2]})
+        assert (status, answer) == (200, {"result": None, "stdout": "n = 2\ntotal = 3.000\nmean = 1.5000\n"})

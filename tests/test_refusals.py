@@ -46,6 +46,16 @@ CASES = {
     "ipython_syntax_inside": (
         ["def predict(x):\n    listing = !ls\n    return x"], [], ["`predict` uses `get_ipython`", "!shell"],
     ),
+    "varying_object": (
+        ["class Model:\n    def score(self, x):\n        return x",
+         "def predict(x, model):\n    return model.score(x)",
+         "predict(1, Model())", "predict(2, Model())"], [],
+        ["parameter `model`", "different object", "[3], [4]"],
+    ),
+    "bind_unknown_parameter": (
+        ["def predict(x):\n    return x", "predict(1)"], ["--bind", "model"],
+        ["--bind names `model`", "not a parameter"],
+    ),
     "unknown_function": (
         ["def predict(x):\n    return x", "def helper(y):\n    return y"], ["--function", "score"],
         ["`score`", "`predict` (cell 1)", "`helper` (cell 2)"],

@@ -22,7 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from nb2container.kernel import ORIGINAL_ATTR, RECORDER_NAME, files, pickles
+from nb2container.kernel import ORIGINAL_ATTR, RECORDER_NAME, files, interface, pickles
 from nb2container.kernel.refusal import Refusal
 
 _LITERAL_MAX_CHARS = 10_000
@@ -216,11 +216,17 @@ def capture(
     max_artifact_bytes: int = 2 * 1024**3,
     observed_files: list[dict[str, Any]] | None = None,
     files_dir: str | None = None,
+    calls: list[dict[str, Any]] | None = None,
+    objects: dict[int, Any] | None = None,
+    bind: list[str] | None = None,
+    no_bind: bool = False,
 ) -> dict[str, Any]:
     """Capture ``function`` from ``ns``; writes artifacts into ``artifacts_dir``.
 
     ``observed_files`` are the files the recorded calls opened (``FileWatch``); they and the
     files the code names are copied under ``files_dir`` (default: beside the artifacts).
+    ``calls`` (recorded, as dicts) decide the HTTP interface (``interface.infer``) and get
+    their request bodies; ``objects`` holds the arguments they passed that have no JSON form.
 
     Returns the JSON-ready description the host side turns into a ServingSpec.
     """
@@ -253,6 +259,13 @@ def capture(
     closure.definitions[function] = definitions[function]
     for name in global_names(definitions[function][1]):
         closure.visit(name, used_by=function)
+    contract = interface.infer(fn, calls or [], objects or {}, ns, bind, no_bind)
+    for global_name, obj in contract.bound_objects.items():
+        if global_name in ns:
+            closure.visit(global_name, used_by=function)
+        else:  # passed as an expression, held by no global: ship it under a name of its own
+            closure.objects[global_name] = obj
+            closure.readers[global_name] = function
     if closure.missing:
         name, user = next(iter(closure.missing.items()))
         raise Refusal(
@@ -287,6 +300,7 @@ def capture(
         "artifacts": artifacts,
         "files": data_files,
         "warnings": warnings,
+        "interface": contract.as_dict(),
         "globals_read": sorted(
             {*closure.imports, *closure.constants, *closure.objects, *closure.definitions} - {function}
         ),
@@ -392,23 +406,30 @@ def capture_to_file(
     out_dir: str,
     max_artifact_bytes: int = 2 * 1024**3,
     examples: list[Any] | None = None,
+    bind: list[str] | None = None,
+    no_bind: bool = False,
+    earlier_calls: list[dict[str, Any]] | None = None,
 ) -> None:
     """Entry point the host runs in the kernel: writes ``capture.json`` (or the refusal).
 
     ``examples`` are request bodies (--example) called here, in the notebook's own state,
-    so that the container's answers can be checked against the notebook's.
+    so that the container's answers can be checked against the notebook's. ``earlier_calls``
+    are calls made before recording began (the magic reads them from the kernel's history).
     """
     out = Path(out_dir)
     recorder = ns.get(RECORDER_NAME)
     try:
+        calls = [*(earlier_calls or []), *(recorder.as_dicts(function) if recorder is not None else [])]
+        if function in ns and recorder is not None:
+            calls += [_example_call(recorder, function, body) for body in examples or []]
         result: dict[str, Any] = capture(
             ns, function, str(out / "artifacts"), max_artifact_bytes=max_artifact_bytes,
             observed_files=recorder.files.as_dicts() if recorder is not None else [],
-            files_dir=str(out / "files"),
+            files_dir=str(out / "files"), calls=calls,
+            objects=recorder.objects if recorder is not None else {}, bind=bind, no_bind=no_bind,
         )
-        result["calls"] = recorder.as_dicts(function) if recorder is not None else []
-        result["calls_total"] = recorder.totals.get(function, 0) if recorder is not None else 0
-        result["calls"] += [_example_call(recorder, function, body) for body in examples or []]
+        result["calls"] = calls
+        result["calls_total"] = len(earlier_calls or []) + (recorder.totals.get(function, 0) if recorder else 0)
     except Refusal as refusal:
         result = {"refusal": {"kind": refusal.kind, "message": str(refusal), **refusal.details}}
     (out / "capture.json").write_text(json.dumps(result, indent=1, default=repr))

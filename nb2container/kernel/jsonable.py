@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from nb2container.runtime.server import to_json  # stdlib-only: safe to import in any kernel
+from nb2container.runtime.codecs import to_json  # stdlib-only: safe to import in any kernel
 
 
 def to_jsonable(value: Any) -> Any:

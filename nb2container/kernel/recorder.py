@@ -18,29 +18,63 @@ from __future__ import annotations
 import ast
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import inspect
+import io
 import sys
 import types
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from nb2container.kernel import ORIGINAL_ATTR, RECORDER_NAME
 from nb2container.kernel.files import FileWatch
 from nb2container.kernel.jsonable import to_jsonable
+from nb2container.runtime import codecs
 
 
 @dataclass
 class Call:
     function: str
     execution_count: int | None
-    args: list[Any]
+    args: list[Any]  # JSON, None where an argument has no JSON form
     kwargs: dict[str, Any]
     replayable: bool
     result: Any = None
     result_text: str | None = None
     reason: str = ""
     source: str = "cell"  # "cell": the notebook made it; "example": given with --example
+    shown: str = ""  # the call as a person reads it: f(3, dv, model)
+    arguments: dict[str, Any] = field(default_factory=dict)  # parameter -> JSON value (JSON-able ones)
+    codecs: dict[str, dict[str, Any]] = field(default_factory=dict)  # parameter -> codec
+    object_ids: dict[str, int] = field(default_factory=dict)  # parameter -> id() of an object with no JSON form
+    result_codec: dict[str, Any] = field(default_factory=lambda: {"kind": "json"})
+    stdout: str = ""  # what the call printed
+
+
+class _Tee(io.TextIOBase):
+    """Writes to the kernel's stdout (the user still sees it) and to a buffer."""
+
+    def __init__(self, real: Any, copy: io.StringIO) -> None:
+        self.real, self.copy = real, copy
+
+    def write(self, text: str) -> int:
+        self.copy.write(text)
+        return int(self.real.write(text) or len(text))
+
+    def flush(self) -> None:
+        self.real.flush()
+
+
+@contextlib.contextmanager
+def printed_during() -> Iterator[io.StringIO]:
+    copy, real = io.StringIO(), sys.stdout
+    sys.stdout = _Tee(real, copy)
+    try:
+        yield copy
+    finally:
+        sys.stdout = real
 
 
 @dataclass
@@ -52,6 +86,7 @@ class CallRecorder:
     totals: dict[str, int] = field(default_factory=dict)
     files: FileWatch = field(default_factory=FileWatch)
     installed_at: int = 0  # the execution count when recording began
+    objects: dict[int, Any] = field(default_factory=dict)  # arguments with no JSON form, kept alive by id
 
     def install(self) -> None:
         self.shell.user_ns[RECORDER_NAME] = self
@@ -78,9 +113,9 @@ class CallRecorder:
             async def recorded_async(*args: Any, **kwargs: Any) -> Any:
                 if not from_cell(sys._getframe(1)):
                     return await fn(*args, **kwargs)
-                with self.files:
+                with self.files, printed_during() as printed:
                     result = await fn(*args, **kwargs)
-                self._record(fn.__name__, args, kwargs, result)
+                self._record(fn, args, kwargs, result, printed.getvalue())
                 return result
 
             wrapper: Any = recorded_async
@@ -90,9 +125,9 @@ class CallRecorder:
             def recorded(*args: Any, **kwargs: Any) -> Any:
                 if not from_cell(sys._getframe(1)):
                     return fn(*args, **kwargs)
-                with self.files:
+                with self.files, printed_during() as printed:
                     result = fn(*args, **kwargs)
-                self._record(fn.__name__, args, kwargs, result)
+                self._record(fn, args, kwargs, result, printed.getvalue())
                 return result
 
             wrapper = recorded
@@ -107,11 +142,12 @@ class CallRecorder:
         fn = self.shell.user_ns[function]
         fn = getattr(fn, ORIGINAL_ATTR, fn)
         args, kwargs = (list(body), {}) if isinstance(body, list) else ([], dict(body))
-        result = fn(*args, **kwargs)
-        if inspect.iscoroutine(result):  # the kernel's own loop is running: use another thread
-            with concurrent.futures.ThreadPoolExecutor(1) as pool:
-                result = pool.submit(asyncio.run, result).result()
-        call = make_call(self.shell, function, args, kwargs, result)
+        with printed_during() as printed:
+            result = fn(*args, **kwargs)
+            if inspect.iscoroutine(result):  # the kernel's own loop is running: use another thread
+                with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                    result = pool.submit(asyncio.run, result).result()
+        call = make_call(self.shell, fn, args, kwargs, result, printed.getvalue(), self.objects)
         call.source = "example"
         return asdict(call)
 
@@ -135,26 +171,65 @@ class CallRecorder:
             if name in ns:
                 ns[name] = self.wrap(ns[name])
 
-    def _record(self, function: str, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any) -> None:
+    def _record(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any, stdout: str) -> None:
+        function = fn.__name__
         self.totals[function] = self.totals.get(function, 0) + 1
         if self.totals[function] <= self.limit:
-            self.calls.append(make_call(self.shell, function, list(args), kwargs, result))
+            self.calls.append(make_call(self.shell, fn, list(args), kwargs, result, stdout, self.objects))
 
 
-def make_call(shell: Any, function: str, args: list[Any], kwargs: dict[str, Any], result: Any) -> Call:
-    """A call as recorded: arguments and result as JSON (when they have a JSON form) and as shown."""
-    call = Call(function, None, [], {}, replayable=True)
+def make_call(
+    shell: Any,
+    fn: Any,
+    args: list[Any],
+    kwargs: dict[str, Any],
+    result: Any,
+    stdout: str = "",
+    objects: dict[int, Any] | None = None,
+) -> Call:
+    """A call as recorded: each argument's codec and JSON form (or, with none, the object's
+    identity, kept alive in ``objects`` so that capture can bind it), the result, what it printed."""
+    call = Call(fn.__name__, None, [_json_or_none(a) for a in args],
+                {k: _json_or_none(v) for k, v in kwargs.items()}, replayable=True, stdout=stdout)
+    names = {id(v): k for k, v in shell.user_ns.items() if not k.startswith("_")}
+    shown = [_shown(a, names) for a in args] + [f"{k}={_shown(v, names)}" for k, v in kwargs.items()]
+    call.shown = f"{fn.__name__}({', '.join(shown)})"
     try:
-        call.args = to_jsonable(args)
-        call.kwargs = to_jsonable(kwargs)
-    except (TypeError, ValueError) as exc:
-        call.replayable, call.reason = False, f"an argument cannot be sent as JSON: {exc}"
+        bound = inspect.signature(fn).bind(*args, **kwargs)
+    except TypeError as exc:
+        call.replayable, call.reason = False, f"the arguments do not fit the signature: {exc}"
+        bound = None
+    for name, value in (bound.arguments.items() if bound else ()):
+        codec = codecs.describe(value)
+        call.codecs[name] = codec
+        if codec["kind"] == "object":
+            call.object_ids[name] = id(value)
+            if objects is not None:
+                objects[id(value)] = value
+        else:
+            call.arguments[name] = to_jsonable(value)
+    call.result_codec = codecs.describe(result)
     try:
         call.result = to_jsonable(result)
     except (TypeError, ValueError) as exc:
         call.replayable, call.reason = False, f"the result has no JSON form: {exc}"
     call.result_text = display_text(shell, result)
     return call
+
+
+def _json_or_none(value: Any) -> Any:
+    try:
+        return to_jsonable(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _shown(value: Any, names: dict[int, str]) -> str:
+    """An argument as the call showed it: a literal, or the notebook's name for the object."""
+    if id(value) in names and codecs.describe(value)["kind"] != "json":
+        return names[id(value)]
+    text = " ".join(repr(value).split())
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def display_text(shell: Any, value: Any) -> str | None:

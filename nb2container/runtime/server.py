@@ -1,12 +1,15 @@
 """The HTTP server nb2container puts in the image, next to the generated module.
 
-Standard library only, so that it cannot change any version of the frozen environment
-(and so that the kernel side can import ``to_json`` to record results as this server sends them).
+Standard library only, so that it cannot change any version of the frozen environment.
+Arguments are restored and results encoded by the codecs beside it (``nb2c_codecs.py``,
+the same module the kernel used to record the notebook's calls).
 
-    POST /predict   JSON object (argument name -> value) or array (positional arguments)
-    GET  /health    liveness: 200 while the process answers
-    GET  /ready     readiness: 503 until the function and its artifacts are loaded
-    GET  /metadata  function, signature, Python, packages, source notebook
+    POST /predict      JSON object (argument name -> value) or array (positional arguments);
+                       answers {"result": ...}, plus "stdout" for functions that print
+    GET  /health       liveness: 200 while the process answers
+    GET  /ready        readiness: 503 until the function and its artifacts are loaded
+    GET  /metadata     function, signature, Python, packages, source notebook
+    GET  /openapi.json the OpenAPI 3 description of /predict, with the notebook's first call
 Errors are JSON: 4xx for bad requests, 500 (with an error id) when the function raises.
 SIGTERM stops accepting, lets in-flight requests finish, then exits 0.
 Run ``python nb2c_server.py --healthcheck`` for the image's HEALTHCHECK.
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
+import io
 import json
 import logging
 import os
@@ -30,6 +34,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+try:  # inside the package (tests, the kernel) or beside this file in the image
+    from nb2container.runtime import codecs
+except ImportError:
+    import nb2c_codecs as codecs  # type: ignore[no-redef]
+
 APP_DIR = Path(__file__).resolve().parent
 PORT = int(os.environ.get("NB2C_PORT", "8000"))
 MAX_BODY_BYTES = int(os.environ.get("NB2C_MAX_BODY_BYTES", str(10 * 1024 * 1024)))
@@ -39,27 +48,30 @@ log = logging.getLogger("nb2container")
 
 class _State:
     function: Any = None
+    module: Any = None
     spec: dict[str, Any] = {}  # noqa: RUF012 - filled once at start-up
     ready = threading.Event()
 
 
+class _ThreadStdout(io.TextIOBase):
+    """sys.stdout that a request thread can capture alone (prints of concurrent calls never mix)."""
+
+    def __init__(self, real: Any) -> None:
+        self.real, self.local = real, threading.local()
+
+    def write(self, text: str) -> int:
+        buffer = getattr(self.local, "buffer", None)
+        return (buffer if buffer is not None else self.real).write(text)
+
+    def flush(self) -> None:
+        self.real.flush()
+
+
 def load() -> None:
     _State.spec = json.loads((APP_DIR / "spec.json").read_text())
-    module = importlib.import_module(_State.spec["module"])
-    _State.function = getattr(module, _State.spec["function"])
+    _State.module = importlib.import_module(_State.spec["module"])
+    _State.function = getattr(_State.module, _State.spec["function"])
     _State.ready.set()
-
-
-def to_json(value: Any) -> Any:
-    if hasattr(value, "tolist") and callable(value.tolist):
-        return value.tolist()
-    if hasattr(value, "to_dict") and callable(value.to_dict):
-        return value.to_dict(orient="list")
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    if isinstance(value, (set, frozenset)):
-        return sorted(value, key=repr)
-    raise TypeError(f"a result of type {type(value).__qualname__} has no JSON form")
 
 
 class RequestError(Exception):
@@ -68,23 +80,54 @@ class RequestError(Exception):
         self.status = status
 
 
-def call_function(body: Any) -> Any:
+def call_function(body: Any) -> dict[str, Any]:
+    """Restore the arguments, supply the bound ones, call, and encode the answer."""
+    spec = _State.spec
+    bound: dict[str, str] = spec.get("bound", {})  # parameter -> the module's global that holds it
+    signature = inspect.signature(_State.function)
     if isinstance(body, dict):
-        args, kwargs = [], body
+        args, kwargs = [], dict(body)
     elif isinstance(body, list):
-        args, kwargs = body, {}
+        args, kwargs = list(body), {}
+        if bound:  # positions count the parameters the request sends, so name them
+            names = [p.name for p in signature.parameters.values() if p.name not in bound
+                     and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+            if len(args) > len(names):
+                raise RequestError(422, f"{len(args)} positional arguments given; {spec['function']} "
+                                        f"takes {len(names)} from the request ({', '.join(names)})")
+            args, kwargs = [], dict(zip(names, args, strict=False))
     else:
         raise RequestError(400, "the body must be a JSON object (argument name -> value) "
                                 "or a JSON array (positional arguments)")
+    clash = sorted(set(kwargs) & set(bound))
+    if clash:
+        raise RequestError(422, f"`{clash[0]}` is supplied by the server (the notebook's object is "
+                                "bound to it); leave it out of the request")
+    kwargs.update({name: getattr(_State.module, global_name) for name, global_name in bound.items()})
     try:
-        inspect.signature(_State.function).bind(*args, **kwargs)
+        call = signature.bind(*args, **kwargs)
     except TypeError as exc:
-        raise RequestError(422, f"arguments do not match {_State.spec['function']}"
-                                f"{_State.spec['signature']}: {exc}") from None
-    result = _State.function(*args, **kwargs)
-    if inspect.iscoroutine(result):
-        result = asyncio.run(result)
-    return result
+        raise RequestError(422, f"arguments do not match {spec['function']}{spec['signature']}: {exc}") from None
+    for name, codec in spec.get("codecs", {}).get("params", {}).items():
+        if name in call.arguments and name not in bound:
+            try:
+                call.arguments[name] = codecs.decode(codec, call.arguments[name])
+            except ValueError as exc:
+                raise RequestError(422, f"`{name}`: {exc}") from None
+    printed = io.StringIO() if spec.get("prints") else None
+    if printed is not None and isinstance(sys.stdout, _ThreadStdout):
+        sys.stdout.local.buffer = printed
+    try:
+        result = _State.function(*call.args, **call.kwargs)
+        if inspect.iscoroutine(result):
+            result = asyncio.run(result)
+    finally:
+        if isinstance(sys.stdout, _ThreadStdout):
+            sys.stdout.local.buffer = None
+    answer = {"result": json.loads(json.dumps(result, default=codecs.to_json))}
+    if printed is not None:
+        answer["stdout"] = printed.getvalue()
+    return answer
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -99,6 +142,8 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200 if ready else 503, {"ready": ready})
         elif self.path == "/metadata":
             self._send(200, _State.spec)
+        elif self.path == "/openapi.json" and (APP_DIR / "openapi.json").is_file():
+            self._send(200, json.loads((APP_DIR / "openapi.json").read_text()))
         else:
             self._send(404, {"error": f"no such endpoint: GET {self.path}"})
 
@@ -110,8 +155,7 @@ class Handler(BaseHTTPRequestHandler):
             body = self._read_json()
             if not _State.ready.is_set():
                 raise RequestError(503, "the model is still loading; retry shortly")
-            result = call_function(body)
-            self._send(200, {"result": json.loads(json.dumps(result, default=to_json))})
+            self._send(200, call_function(body))
         except RequestError as exc:
             self._send(exc.status, {"error": str(exc)})
         except Exception as exc:
@@ -152,6 +196,7 @@ def healthcheck() -> int:
 
 def serve() -> None:
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
+    sys.stdout = _ThreadStdout(sys.stdout)  # logs keep the real stdout; each request can capture its own
     server = ThreadingHTTPServer(("0.0.0.0", PORT), Handler)
     server.daemon_threads = False  # in-flight requests finish before exit
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())

@@ -1,0 +1,66 @@
+"""Codecs: how arguments and results travel as JSON and come back as the notebook's types (pure logic)."""
+
+from __future__ import annotations
+
+import datetime
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from nb2container.compare import text_difference
+from nb2container.runtime import codecs
+
+
+def round_trip(value: object) -> object:
+    codec = codecs.describe(value)
+    sent = json.loads(json.dumps(value, default=codecs.to_json))
+    return codecs.decode(codec, sent)
+
+
+def test_arrays_come_back_with_their_dtype_and_dimensions() -> None:
+    value = np.arange(6, dtype="float32").reshape(2, 3)
+    back = round_trip(value)
+    assert isinstance(back, np.ndarray) and back.dtype == np.float32 and back.shape == (2, 3)
+    with pytest.raises(ValueError, match="2 dimension"):
+        codecs.decode(codecs.describe(value), [1.0, 2.0])
+    with pytest.raises(ValueError, match="array"):
+        codecs.decode(codecs.describe(value), [["a", "b"]])
+
+
+def test_dataframes_travel_as_records_and_keep_columns_and_dtypes() -> None:
+    frame = pd.DataFrame({"qty": [2, 1], "price": [9.99, 120.0],
+                          "ordered": pd.to_datetime(["2024-05-01", "2024-03-15"])})
+    sent = json.loads(json.dumps(frame, default=codecs.to_json))
+    assert sent[0] == {"qty": 2, "price": 9.99, "ordered": "2024-05-01T00:00:00"}
+    back = codecs.decode(codecs.describe(frame), sent)
+    pd.testing.assert_frame_equal(back, frame, check_dtype=False)
+    assert str(back["ordered"].dtype).startswith("datetime64") and back["qty"].dtype == np.int64
+    with pytest.raises(ValueError, match="records"):
+        codecs.decode(codecs.describe(frame), {"qty": [1]})
+
+
+def test_series_and_dates() -> None:
+    series = pd.Series([1.5, 2.5], index=["a", "b"], name="value")
+    assert json.loads(json.dumps(series, default=codecs.to_json)) == {
+        "index": ["a", "b"], "data": [1.5, 2.5], "name": "value"}
+    pd.testing.assert_series_equal(round_trip(series), series)  # type: ignore[arg-type]
+    day = datetime.date(2024, 5, 25)
+    assert round_trip(day) == day and round_trip(datetime.datetime(2024, 5, 25, 8, 30)).hour == 8
+
+
+def test_objects_without_json_form_are_marked_for_binding() -> None:
+    class Model:
+        pass
+
+    assert codecs.describe(Model())["kind"] == "object"
+    assert codecs.describe({"a": [1, 2.5, None]}) == {"kind": "json"}
+    assert codecs.merge([{"kind": "json"}, {"kind": "object", "type": "M"}])["kind"] == "object"
+
+
+def test_printed_output_is_compared_word_by_word_with_tolerance() -> None:
+    assert text_difference("total = 6.750\nmean = 2.2500\n", "total = 6.7500000001\nmean = 2.25", 1e-6, 1e-9) is None
+    assert "word 3" in str(text_difference("total = 6.750", "total = 6.9", 1e-6, 1e-9))
+    assert "expected 'total'" in str(text_difference("total = 1", "sum = 1", 1e-6, 1e-9))
+    assert "words" in str(text_difference("a b", "a b c", 1e-6, 1e-9))
