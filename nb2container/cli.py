@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from nb2container import __version__, pipeline
+from nb2container import __version__, pipeline, verify
 from nb2container.errors import Nb2ContainerError
 from nb2container.options import Options, flags_for
 from nb2container.progress import TerminalProgress
@@ -57,19 +57,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _finish(report: BuildReport, options: Options) -> int:
-    if options.report:
-        report.write(options.report)
+    if report.verify is not None:
+        print(verify.describe(report.verify) + "\n")
     if report.smoke is None:
         print(f"\nBuilt {report.image} without a smoke test (--no-smoke).")
-        return 0
+        return 0 if report.verify is None or report.verify.ok else 1
     print(smoke_table(report.smoke))
+    if report.verify is not None and not report.verify.ok:
+        print(f"\nFAILED: {Path(report.notebook).name} does not reproduce its stored outputs when re-run "
+              "inside the image's environment (see the cells above)"
+              + ("; the image was not tagged." if report.folder else "."), file=sys.stderr)
+        return 1
     if report.smoke.ok:
         size = f"{report.size_bytes / 1e6:.0f} MB" if report.size_bytes else "?"
         print(f"\nOK: {report.image or report.image_id} reproduces {Path(report.notebook).name} "
               f"(Python {report.python}, {size}).")
         return 0
-    print(f"\nFAILED: the image {report.image_id[:19] if report.image_id else ''} does not "
-          f"reproduce {Path(report.notebook).name}; it was not tagged.", file=sys.stderr)
+    untagged = "; it was not tagged" if report.folder else ""  # `test` checks an image, never tags
+    print(f"\nFAILED: the image {report.image or (report.image_id or '')[:19]} does not "
+          f"reproduce {Path(report.notebook).name}{untagged}.", file=sys.stderr)
     return 1
 
 

@@ -12,7 +12,15 @@ import re
 import time
 
 from nb2container.model import SmokeCase
-from nb2container.report import BuildReport, cuda_summary, shown_value, smoke_table, where_label
+from nb2container.report import (
+    BuildReport,
+    cuda_summary,
+    short_value,
+    shown_expected,
+    shown_value,
+    smoke_table,
+    where_label,
+)
 
 _REFRESH_SECONDS = 0.5
 _FONT = "font-family: var(--jp-code-font-family, monospace); font-size: 12px; line-height: 1.5"
@@ -139,6 +147,9 @@ class Containerized:
         if smoke.ok and not smoke.cases:
             return (f"{self.report.image} is healthy. No call of `{self.report.function}` was recorded, "
                     "so only the health check ran: call it in a cell, or pass --example.")
+        if smoke.ok and smoke.stale:
+            return (f"{self.report.image} reproduces the notebook's code ({smoke.passed} of {len(smoke.cases)} "
+                    f"calls match), but {smoke.stale} output(s) saved in the notebook are stale: re-run it.")
         if smoke.ok:
             return f"{self.report.image} reproduces the notebook: {smoke.passed} of {len(smoke.cases)} calls match."
         return ("The image does NOT reproduce the notebook, so it was not tagged: "
@@ -186,7 +197,10 @@ def _mark_html(mark: str) -> str:
 def _case_row(case: SmokeCase) -> str:
     mark = "-" if case.skipped else ("✓" if case.passed else "✗")
     note = case.difference if not case.passed and case.difference else case.note
-    cells = [_mark_html(mark), where_label(case), case.call, shown_value(case.expected, case.expected_stdout, 80),
+    if case.stale:
+        note = f"stale in the notebook: its code now gives {short_value(case.expected, 60)}; re-run and save it"
+    cells = [_mark_html(mark), where_label(case), case.call,
+             shown_value(shown_expected(case), case.expected_stdout, 80),
              shown_value(case.actual, case.actual_stdout, 80), note or ""]
     escaped = [cells[0], *(html.escape(str(c)) for c in cells[1:])]
     return "<tr>" + "".join(f"<td style='text-align: left'>{c}</td>" for c in escaped) + "</tr>"

@@ -145,6 +145,9 @@ class SmokeCase:
     execution_count: int | None = None
     expected_stdout: str | None = None
     actual_stdout: str | None = None
+    stored: Any = None  # the notebook's saved output, read back (None when it has none or it is not a value)
+    stale: bool = False  # the saved output is not what the notebook's code gives now
+    stale_difference: str | None = None
 
 
 @dataclass
@@ -161,6 +164,10 @@ class SmokeReport:
         return sum(case.skipped for case in self.cases)
 
     @property
+    def stale(self) -> int:
+        return sum(case.stale for case in self.cases)
+
+    @property
     def failed(self) -> int:
         return len(self.cases) - self.passed - self.skipped
 
@@ -170,5 +177,5 @@ class SmokeReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"health": self.health, "passed": self.passed, "failed": self.failed,
-                "skipped": self.skipped,
+                "skipped": self.skipped, "stale": self.stale,
                 "cases": [asdict(case) for case in self.cases]}

@@ -19,6 +19,7 @@ class Options:
     tag: str | None = None
     output: Path | None = None
     report: Path | None = None
+    junit: Path | None = None  # JUnit XML of the smoke test (and --verify-notebook)
     port: int = 8000
     kernel: str | None = None
     timeout: int = 600
@@ -28,6 +29,7 @@ class Options:
     max_artifact_mb: int = 2048  # per artifact or data file
     no_build: bool = False  # render the folder only
     no_smoke: bool = False  # build and tag without replaying the calls
+    verify_notebook: bool = False  # also re-run the whole notebook inside the image's environment (nbval)
     gpus: str | None = None  # "all" or a count: GPUs given to the smoke-test container
     examples: tuple[str, ...] = ()  # extra calls as JSON bodies (--example)
     bind: tuple[str, ...] = ()  # parameters the server supplies with the notebook's object (--bind)
@@ -74,6 +76,10 @@ FLAGS: tuple[Flag, ...] = (
                                                  "help": "render the build folder only"}),
     Flag(("--no-smoke",), frozenset({"build", "magic"}), {
         "action": "store_true", "help": "build and tag without replaying the notebook's calls"}),
+    Flag(("--verify-notebook",), _SMOKES, {
+        "action": "store_true",
+        "help": "also re-run the whole notebook inside the image's environment and check every "
+                "cell's stored output with nbval (in a sibling image; the image itself is unchanged)"}),
     Flag(("--gpus",), _SMOKES, {"help": "GPUs for the smoke-test container: `all` or a count"}),
     Flag(("--example",), _SMOKES, {
         "action": "append", "dest": "examples", "metavar": "JSON",
@@ -85,6 +91,8 @@ FLAGS: tuple[Flag, ...] = (
                 "argument); inferred when every call passes the same object with no JSON form"}),
     Flag(("--no-bind",), _ALL, {"action": "store_true", "help": "never infer bound parameters"}),
     Flag(("--report",), _SMOKES, {"type": Path, "help": "write the JSON report here"}),
+    Flag(("--junit",), _SMOKES, {"type": Path, "metavar": "FILE",
+                                 "help": "write the smoke test (and --verify-notebook) as JUnit XML"}),
     Flag(("--rel-tol",), _SMOKES, {"type": float, "default": 1e-6,
                                    "help": "relative tolerance for numbers (default 1e-6)"}),
     Flag(("--abs-tol",), _SMOKES, {"type": float, "default": 1e-9,

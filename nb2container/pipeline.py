@@ -22,6 +22,7 @@ from nb2container.options import Options
 from nb2container.progress import Progress
 from nb2container.report import BuildReport
 from nb2container.smoke import smoke_test
+from nb2container.verify import VerifyReport, verify_notebook
 
 # Given a staging folder (which it may fill with artifacts and data files), returns the capture.
 Capturer = Callable[[Path], Capture]
@@ -97,7 +98,7 @@ def _freeze_and_render(capture: Capture, options: Options, progress: Progress) -
     folder = options.output or Path("build") / function
     progress.step(f"Rendering the build folder {folder} (Python {frozen.python_version}, "
                   f"{len(pins)} packages, {len(capture.spec.artifacts)} artifact(s))")
-    render.render(capture, frozen, folder, tag, options.port)
+    render.render(capture, frozen, folder, tag, options.port, options.rel_tol, options.abs_tol)
     return Rendered(capture, frozen, folder, tag)
 
 
@@ -107,7 +108,7 @@ def run(options: Options, progress: Progress, capturer: Capturer | None = None) 
     report = _report(rendered.capture)
     report.packages, report.folder = rendered.frozen.packages, str(rendered.folder)
     if options.no_build:
-        return report
+        return _written(report, options)
     engine = Engine()
     progress.step(f"Building the image from {rendered.folder}")
     image = engine.build(rendered.folder, progress, options.platform)
@@ -117,11 +118,14 @@ def run(options: Options, progress: Progress, capturer: Capturer | None = None) 
                       "reproduces the notebook")
     else:
         report.smoke = smoke(engine, image, rendered.capture, options, progress)
-    if options.no_smoke or (report.smoke and report.smoke.ok):
+        _warn_stale(report.smoke, progress)
+    report.verify = _verify(engine, image, rendered.capture, options, progress)
+    verified = report.verify is None or report.verify.ok
+    if verified and (options.no_smoke or (report.smoke and report.smoke.ok)):
         engine.tag(image.id, rendered.tag)
         report.image = rendered.tag
         progress.step(f"Tagged {rendered.tag} ({image.size_bytes / 1e6:.0f} MB)")
-    return report
+    return _written(report, options)
 
 
 def test_image(options: Options, image_reference: str, progress: Progress) -> BuildReport:
@@ -133,7 +137,9 @@ def test_image(options: Options, image_reference: str, progress: Progress) -> Bu
     report = _report(capture)
     report.image, report.image_id, report.size_bytes = image_reference, image.id, image.size_bytes
     report.smoke = smoke(engine, image, capture, options, progress)
-    return report
+    _warn_stale(report.smoke, progress)
+    report.verify = _verify(engine, image, capture, options, progress)
+    return _written(report, options)
 
 
 def smoke(engine: Engine, image: BuiltImage, capture: Capture, options: Options,
@@ -146,6 +152,36 @@ def smoke(engine: Engine, image: BuiltImage, capture: Capture, options: Options,
                       f"{sum(e.source == 'cell' for e in capture.examples)} are replayed")
     return smoke_test(engine, image.id, capture.examples, capture.spec.function, options.port,
                       options.rel_tol, options.abs_tol, progress, gpus=options.gpus)
+
+
+def _verify(engine: Engine, image: BuiltImage, capture: Capture, options: Options,
+            progress: Progress) -> VerifyReport | None:
+    if not options.verify_notebook:
+        return None
+    if capture.notebook is None:
+        raise UsageError("--verify-notebook re-runs the notebook file, and this notebook was never saved "
+                         "(or its front end does not say where it is). Save it and build with "
+                         "`nb2container build NOTEBOOK --verify-notebook`.")
+    return verify_notebook(engine, image.id, capture.notebook, capture.interpreter.python_version,
+                           options.platform, progress, options.timeout)
+
+
+def _written(report: BuildReport, options: Options) -> BuildReport:
+    """Write the JSON report and the JUnit XML where asked."""
+    if options.report:
+        report.write(options.report)
+    if options.junit:
+        report.write_junit(options.junit)
+    return report
+
+
+def _warn_stale(result: SmokeReport, progress: Progress) -> None:
+    stale = [case for case in result.cases if case.stale]
+    if stale:
+        cells = ", ".join(str(case.cell or case.execution_count) for case in stale)
+        progress.warn(f"the notebook's saved output of {len(stale)} call(s) (cell {cells}) is not what its "
+                      "code gives now: the saved outputs are out of date, not the image. Re-run the "
+                      "notebook and save it.")
 
 
 def _report(capture: Capture) -> BuildReport:

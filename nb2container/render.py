@@ -18,7 +18,7 @@ from typing import Any
 import jinja2
 
 import nb2container
-from nb2container import openapi
+from nb2container import compare, openapi
 from nb2container.errors import UsageError
 from nb2container.kernel.files import IMAGE_WORKDIR
 from nb2container.model import Capture, FrozenEnvironment
@@ -65,10 +65,11 @@ def default_tag(notebook: Path | None, function: str) -> str:
     return f"{name}:latest"
 
 
-def render(capture: Capture, frozen: FrozenEnvironment, folder: Path, tag: str, port: int) -> Path:
+def render(capture: Capture, frozen: FrozenEnvironment, folder: Path, tag: str, port: int,
+           rel_tol: float = 1e-6, abs_tol: float = 1e-9) -> Path:
     """Write the build folder; returns it. Replaces a folder nb2container rendered before."""
     _prepare(folder)
-    context = _context(capture, frozen, tag, port)
+    context = {**_context(capture, frozen, tag, port), "rel_tol": rel_tol, "abs_tol": abs_tol}
     env = environment()
     outputs = {
         "Dockerfile": "Dockerfile.j2",
@@ -76,6 +77,7 @@ def render(capture: Capture, frozen: FrozenEnvironment, folder: Path, tag: str, 
         "requirements.lock": "requirements.lock.j2",
         ".dockerignore": "dockerignore.j2",
         "app/notebook_function.py": "notebook_function.py.j2",
+        "tests/test_golden.py": "test_golden.py.j2",
     }
     for target, template in outputs.items():
         path = folder / target
@@ -84,6 +86,8 @@ def render(capture: Capture, frozen: FrozenEnvironment, folder: Path, tag: str, 
     compile((folder / "app/notebook_function.py").read_text(), "notebook_function.py", "exec")
     shutil.copyfile(server.__file__, folder / "app/nb2c_server.py")
     shutil.copyfile(codecs.__file__, folder / "app/nb2c_codecs.py")
+    shutil.copyfile(compare.__file__, folder / "tests/nb2c_compare.py")
+    (folder / "tests/golden_calls.json").write_text(json.dumps(golden_calls(capture), indent=2) + "\n")
     (folder / "app/spec.json").write_text(json.dumps(_spec(capture, frozen), indent=2, sort_keys=True) + "\n")
     document = openapi.document(capture, frozen.python_version)
     (folder / "app/openapi.json").write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
@@ -149,6 +153,14 @@ def _import_order(statement: str) -> tuple[bool, str, str]:
     """Standard library first, then the rest; by module name within each group."""
     module = statement.split()[1]
     return module.split(".")[0] not in sys.stdlib_module_names, module, statement
+
+
+def golden_calls(capture: Capture) -> dict[str, Any]:
+    """The replayable calls and the answers the notebook's code gives (tests/golden_calls.json)."""
+    return {"notebook": capture.notebook_name, "function": capture.spec.function, "calls": [
+        {"cell": e.cell or e.execution_count, "call": e.shown, "request": e.body,
+         "expected": e.fresh_result, "stdout": e.stdout or None}
+        for e in capture.examples if e.replayable]}
 
 
 def _spec(capture: Capture, frozen: FrozenEnvironment) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 from nb2container.model import SmokeCase, SmokeReport
 
@@ -26,6 +27,7 @@ class BuildReport:
     files: list[dict[str, Any]] = field(default_factory=list)  # data files read at call time
     warnings: list[str] = field(default_factory=list)
     interface: dict[str, Any] = field(default_factory=dict)  # codecs, bound parameters, prints
+    verify: Any = None  # verify.VerifyReport, with --verify-notebook
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -41,6 +43,7 @@ class BuildReport:
             "files": self.files,
             "warnings": self.warnings,
             "interface": self.interface,
+            "verify_notebook": self.verify.to_dict() if self.verify is not None else None,
             "smoke": self.smoke.to_dict() if self.smoke else None,
         }
 
@@ -48,14 +51,46 @@ class BuildReport:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.to_dict(), indent=2, default=str) + "\n")
 
+    def write_junit(self, path: Path) -> None:
+        """JUnit XML for CI systems: one test case per replayed call, plus the health check."""
+        suite = ElementTree.Element("testsuite", name=f"nb2container smoke: {Path(self.notebook).name}")
+        smoke = self.smoke or SmokeReport()
+        classname = f"{Path(self.notebook).stem}.{self.function}"
+        health = ElementTree.SubElement(suite, "testcase", classname=classname, name="health check")
+        if not smoke.health:
+            ElementTree.SubElement(health, "failure", message="the container did not answer /health")
+        for case in smoke.cases:
+            element = ElementTree.SubElement(suite, "testcase", classname=classname,
+                                             name=f"cell {where_label(case)}: {case.call}")
+            if case.skipped:
+                ElementTree.SubElement(element, "skipped", message=case.difference or "not replayed")
+            elif not case.passed:
+                failure = ElementTree.SubElement(element, "failure", message=case.difference or "mismatch")
+                failure.text = (f"notebook's code: {short_value(case.expected)}\n"
+                                f"container: {short_value(case.actual)}")
+            if case.stale:
+                out = ElementTree.SubElement(element, "system-out")
+                out.text = (f"STALE: the notebook shows {short_value(case.stored)}; its code now gives "
+                            f"{short_value(case.expected)}. Re-run the notebook and save it.")
+        cases = suite.findall("testcase")
+        suite.set("tests", str(len(cases)))
+        suite.set("failures", str(sum(c.find("failure") is not None for c in cases)))
+        suite.set("skipped", str(sum(c.find("skipped") is not None for c in cases)))
+        suites = ElementTree.Element("testsuites")
+        suites.append(suite)
+        if self.verify is not None:
+            suites.append(self.verify.junit_suite())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ElementTree.indent(suites)
+        ElementTree.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)
+
 
 def smoke_table(report: SmokeReport) -> str:
     """call | notebook output | container output | verdict, fitted to the terminal."""
     rows = [("cell", "call", "notebook", "container", "verdict")]
     for case in report.cases:
-        verdict = "skipped" if case.skipped else ("match" if case.passed else "MISMATCH")
-        rows.append((where_label(case), case.call, shown_value(case.expected, case.expected_stdout),
-                     shown_value(case.actual, case.actual_stdout), verdict))
+        rows.append((where_label(case), case.call, shown_value(shown_expected(case), case.expected_stdout),
+                     shown_value(case.actual, case.actual_stdout), verdict(case)))
     width = max(60, shutil.get_terminal_size((120, 20)).columns)
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     widths[1] = max(10, min(widths[1], width - sum(widths) + widths[1] - 12))
@@ -67,12 +102,20 @@ def smoke_table(report: SmokeReport) -> str:
             lines.append("  ".join("-" * w for w in widths))
     for case in report.cases:
         if case.difference and not case.passed:
-            lines.append(f"cell {where_label(case)}: {case.call}: {case.difference}")
+            lines.append(f"cell {where_label(case)}: MISMATCH {case.call}: the container answered "
+                         f"{shown_value(case.actual, case.actual_stdout)} where the notebook's code gives "
+                         f"{shown_value(case.expected, case.expected_stdout)}; {case.difference}")
+        if case.stale:
+            lines.append(f"cell {where_label(case)}: STALE {case.call}: the notebook shows "
+                         f"{short_value(case.stored)}, but its code now gives {short_value(case.expected)} "
+                         f"({case.stale_difference}); re-run the notebook and save it")
         if case.note:
             lines.append(f"note, cell {where_label(case)}: {case.note}")
     summary = f"{report.passed} passed, {report.failed} failed"
     if report.skipped:
         summary += f", {report.skipped} skipped"
+    if report.stale:
+        summary += f"; {report.stale} stale in the notebook"
     lines.append(f"health: {'ok' if report.health else 'FAILED'}; calls: {summary}")
     return "\n".join(lines)
 
@@ -80,6 +123,18 @@ def smoke_table(report: SmokeReport) -> str:
 def short_value(value: Any, limit: int | None = None) -> str:
     text = "-" if value is None else json.dumps(value, default=str)
     return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
+
+
+def verdict(case: SmokeCase) -> str:
+    if case.skipped:
+        return "skipped"
+    if not case.passed:
+        return "MISMATCH"
+    return "match, STALE" if case.stale else "match"
+
+
+def shown_expected(case: SmokeCase) -> Any:
+    return case.stored if case.stored is not None else case.expected
 
 
 def shown_value(result: Any, stdout: str | None, limit: int | None = None) -> str:

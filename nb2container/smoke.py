@@ -1,4 +1,15 @@
-"""Replay the notebook's calls against the running container and compare the answers."""
+"""Replay the notebook's calls against the running container and compare the answers.
+
+Two questions, answered separately so that a user knows whether to distrust the image or
+re-run the notebook:
+
+- does the container answer like the notebook's code? Each answer is compared with the
+  result of the same call in the fresh run (exact JSON, numbers within tolerance): a
+  difference is a MISMATCH and fails the build;
+- is the notebook's saved output still what its code gives? The stored output is compared
+  with the fresh run's: a difference makes the call STALE (re-run the notebook and save),
+  which is reported but does not fail the image.
+"""
 
 from __future__ import annotations
 
@@ -49,14 +60,22 @@ def _case(example: Example, function: str) -> SmokeCase:
     )
     if example.stored_text is not None:
         try:
-            case.expected, case.expected_from = parse_display_text(example.stored_text), "notebook"
+            case.stored = parse_display_text(example.stored_text)
         except Unparseable:
-            case.note = f"the stored output {example.stored_text!r} is not a value; compared with a fresh run"
-    if example.stored_text is not None and example.fresh_text not in (None, example.stored_text):
-        case.note = (f"the notebook's stored output differs from a fresh run ({example.fresh_text}): "
-                     "the stored outputs may be out of date; re-run the notebook")
+            case.note = "the stored output is not a value nb2container reads back; compared with a fresh run"
+        else:
+            if example.stored_text == example.fresh_text:
+                case.expected_from = "notebook"
+            else:
+                case.stale_difference = difference(case.stored, example.fresh_result, 1e-9, 0.0)
+                case.stale = case.stale_difference is not None
+                case.expected_from = "fresh run" if case.stale else "notebook"
     if example.stdout:
-        case.expected_stdout = example.stored_stdout if example.stored_stdout is not None else example.stdout
+        case.expected_stdout = example.stdout
+        if example.stored_stdout is not None and example.stored_stdout != example.stdout:
+            found = text_difference(example.stored_stdout, example.stdout, 1e-9, 0.0)
+            if found:
+                case.stale, case.stale_difference = True, f"what it printed: {found}"
     if not example.replayable:
         case.skipped, case.difference = True, f"not replayed: {example.reason}"
         return case

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -87,15 +88,43 @@ def _best_wheel(folder: Path, name: str, version: str, tags: list[Tag]) -> Path 
     return best[1] if best else None
 
 
+def resolve(requirements: list[str], python_version: str, platform: str, progress: Progress) -> list[Pin]:
+    """Resolve ``requirements`` with their dependencies (pip's resolver) for the image, and pin them.
+
+    For tools added beside the frozen environment (never into it), such as the kernel and
+    nbval that --verify-notebook runs in a sibling image. Wheels are cached like the rest.
+    """
+    folder = cache_dir()
+    progress.step(f"Resolving {', '.join(requirements)} for {platform}, Python {python_version}")
+    done = subprocess.run([*_download_command(python_version, platform, folder, deps=True), *requirements],
+                          capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise FreezeError(f"{', '.join(requirements)} could not be resolved as wheels for the image: "
+                          f"{_pip_error(done.stderr)}")
+    wheels = sorted({Path(m) for m in re.findall(r"(?:Saved|File was already downloaded) (\S+\.whl)", done.stdout)})
+    pins = []
+    for wheel in wheels:
+        name, version, _, _ = parse_wheel_filename(wheel.name)
+        pins.append(Pin(str(name), str(version), wheel.name, hashlib.sha256(wheel.read_bytes()).hexdigest()))
+    return pins
+
+
+def _download_command(python_version: str, platform: str, folder: Path, deps: bool) -> list[str]:
+    major, minor = python_version.split(".")[:2]
+    command = [sys.executable, "-m", "pip", "download", "--only-binary=:all:",
+               "--disable-pip-version-check", "--dest", str(folder),
+               "--python-version", f"{major}.{minor}", "--implementation", "cp",
+               "--abi", f"cp{major}{minor}", "--abi", "abi3", "--abi", "none"]
+    if not deps:
+        command.append("--no-deps")
+    for tag in platform_tags(platform):
+        command += ["--platform", tag]
+    return command
+
+
 def _download(names: list[str], packages: dict[str, str], python_version: str, platform: str,
               folder: Path) -> None:
-    major, minor = python_version.split(".")[:2]
-    base = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-            "--disable-pip-version-check", "--dest", str(folder),
-            "--python-version", f"{major}.{minor}", "--implementation", "cp",
-            "--abi", f"cp{major}{minor}", "--abi", "abi3", "--abi", "none"]
-    for tag in platform_tags(platform):
-        base += ["--platform", tag]
+    base = _download_command(python_version, platform, folder, deps=False)
     requirements = [f"{name}=={packages[name]}" for name in names]
     if _pip(base + requirements) == "":
         return
@@ -121,5 +150,9 @@ def _pip(command: list[str]) -> str:
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode == 0:
         return ""
-    lines = [line for line in done.stderr.splitlines() if line.startswith("ERROR")]
-    return (lines[-1] if lines else done.stderr.strip()[-300:]).removeprefix("ERROR: ")
+    return _pip_error(done.stderr)
+
+
+def _pip_error(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.startswith("ERROR")]
+    return (lines[-1] if lines else stderr.strip()[-300:]).removeprefix("ERROR: ")

@@ -53,3 +53,62 @@ def test_changed_dict_key_and_string_and_bool() -> None:
     assert difference("yes", "no", 1e-9, 0) is not None
     assert difference(True, 1, 1e-9, 0) is not None
     assert difference([1, 2], [1, 2, 3], 1e-9, 0) is not None
+
+
+# Each kind of value: equal passes, a changed one fails, saying where.
+def _frame_and_json() -> tuple[str, object]:
+    import json
+
+    import pandas as pd
+
+    from nb2container.runtime.codecs import to_json
+
+    frame = pd.DataFrame({"region": ["north", "south"], "revenue": [120.123456789, 95.5], "n": [1, 2]})
+    return repr(frame), json.loads(json.dumps(frame, default=to_json))
+
+
+def test_float_within_and_beyond_tolerance() -> None:
+    assert difference(parse_display_text("np.float64(0.1100000001)"), 0.11, 1e-6, 1e-9) is None
+    assert "expected 0.11" in str(difference(parse_display_text("0.11"), 0.1102, 1e-6, 1e-9))
+
+
+def test_dict_with_a_changed_key() -> None:
+    stored = parse_display_text("{'label': 'positive', 'score': 0.6052}")
+    assert difference(stored, {"label": "positive", "score": 0.6052}, 1e-6, 1e-9) is None
+    assert "keys" in str(difference(stored, {"label": "positive", "p": 0.6052}, 1e-6, 1e-9))
+
+
+def test_array_with_a_changed_element() -> None:
+    stored = parse_display_text("array([[ 0.1       , -1.25      ],\n       [ 3.33333333,  4.        ]])")
+    assert difference(stored, [[0.1, -1.25], [10 / 3, 4.0]], 1e-9, 0.0) is None  # printed rounded
+    assert "[1][0]" in str(difference(stored, [[0.1, -1.25], [3.34, 4.0]], 1e-9, 0.0))
+
+
+def test_dataframe_with_a_changed_cell() -> None:
+    text, sent = _frame_and_json()
+    stored = parse_display_text(text)
+    assert difference(stored, sent, 1e-9, 0.0) is None  # 120.123457 as printed vs 120.123456789
+    sent[1]["revenue"] = 96.5  # type: ignore[index]
+    assert "[1]['revenue']" in str(difference(stored, sent, 1e-9, 0.0))
+
+
+def test_series_with_a_changed_value() -> None:
+    stored = parse_display_text("0    17.98\n1     0.00\n2    15.75\nName: value, dtype: float64")
+    assert stored == {"index": [0, 1, 2], "data": [17.98, 0.0, 15.75], "name": "value"}
+    assert difference(stored, {"index": [0, 1, 2], "data": [17.98, 0.0, 15.75], "name": "value"}, 1e-9, 0) is None
+    assert "['data'][2]" in str(difference(stored, {"index": [0, 1, 2], "data": [17.98, 0.0, 15.0],
+                                                     "name": "value"}, 1e-9, 0))
+
+
+def test_changed_string_and_truncated_tables() -> None:
+    assert difference(parse_display_text("'positive'"), "positive", 1e-6, 1e-9) is None
+    assert "expected 'positive'" in str(difference(parse_display_text("'positive'"), "negative", 1e-6, 1e-9))
+    with pytest.raises(Unparseable):
+        parse_display_text("0    1.0\n1    2.0\n    ... \n99   3.0\nLength: 100, dtype: float64")
+
+
+def test_rounded_numbers_keep_their_precision_when_copied() -> None:
+    import copy
+
+    value, _ = copy.deepcopy(parse_display_text("array([-1.5       ,  0.12345679])"))
+    assert value == -1.5 and value.decimals == 8  # the array's precision: its longest element

@@ -1,0 +1,168 @@
+"""``--verify-notebook``: re-run the whole notebook inside the image's environment, with nbval.
+
+A sibling image adds a Jupyter kernel and nbval beside the frozen environment, never into
+it: they are installed with ``pip --target`` into /opt/nb2c-verify and put on ``sys.path``
+*after* the image's own packages (a .pth file), so every package of the lock keeps its
+version and the final image is untouched. The notebook's folder is copied into a container
+of that image, nbval runs every cell and compares its outputs with the stored ones, and the
+result comes back per cell (nbval's JUnit XML).
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import tarfile
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree
+
+import nbformat
+
+from nb2container import wheelhouse
+from nb2container.engine import Engine
+from nb2container.progress import Progress
+from nb2container.render import environment
+
+TOOLS = ["nbval", "ipykernel"]
+_SKIPPED_DIRS = {".git", ".venv", "venv", "build", "__pycache__", "node_modules", ".ipynb_checkpoints"}
+_ANSI = re.compile(r"(\x1b|#x1B)\[[0-9;]*m")  # colours, raw or as escaped in XML
+_WORK = "/work"
+_RESULTS = f"{_WORK}/.nb2c-verify.xml"
+
+
+@dataclass
+class VerifiedCell:
+    cell: int  # 1-based position in the notebook, as the smoke table numbers cells
+    outcome: str  # passed | failed | skipped
+    message: str = ""
+
+
+@dataclass
+class VerifyReport:
+    notebook: str
+    cells: list[VerifiedCell] = field(default_factory=list)
+    exit_code: int = 0
+    log_tail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and all(cell.outcome != "failed" for cell in self.cells)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"notebook": self.notebook, "ok": self.ok, "exit_code": self.exit_code,
+                "cells": [asdict(cell) for cell in self.cells]}
+
+    def junit_suite(self) -> ElementTree.Element:
+        suite = ElementTree.Element("testsuite", name=f"nb2container verify-notebook: {self.notebook}",
+                                    tests=str(len(self.cells)),
+                                    failures=str(sum(c.outcome == "failed" for c in self.cells)))
+        for cell in self.cells:
+            case = ElementTree.SubElement(suite, "testcase", classname=self.notebook, name=f"cell {cell.cell}")
+            if cell.outcome in ("failed", "skipped"):
+                ElementTree.SubElement(case, "failure" if cell.outcome == "failed" else "skipped",
+                                       message=cell.message[:500])
+        return suite
+
+
+def verify_notebook(
+    engine: Engine, image_id: str, notebook: Path, python_version: str, platform: str,
+    progress: Progress, timeout: int = 600,
+) -> VerifyReport:
+    pins = wheelhouse.resolve(TOOLS, python_version, platform, progress)
+    with tempfile.TemporaryDirectory(prefix="nb2container-verify-") as folder:
+        context = Path(folder)
+        (context / "wheels").mkdir()
+        for pin in pins:
+            (context / "wheels" / pin.wheel).write_bytes((wheelhouse.cache_dir() / pin.wheel).read_bytes())
+        (context / "requirements.lock").write_text("".join(
+            f"{pin.name}=={pin.version} --hash=sha256:{pin.sha256}\n" for pin in sorted(pins, key=lambda p: p.name)))
+        (context / "Dockerfile").write_text(environment().get_template("Dockerfile.verify.j2").render(image=image_id))
+        progress.step(f"Building a sibling image with a kernel and nbval, to re-run {notebook.name}")
+        sibling = engine.build(context, progress, platform)
+    progress.step(f"Re-running {notebook.name} inside the image's environment (nbval)")
+    container = engine.client.containers.create(
+        sibling.id, ["python", "-m", "pytest", "--nbval", notebook.name, "-p", "no:cacheprovider",
+                     f"--junitxml={_RESULTS}", "-q", "--nbval-cell-timeout", str(timeout)],
+        working_dir=_WORK, user="10001:10001", network_mode="none",
+        environment={"HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1"},
+    )
+    try:
+        container.put_archive("/", _folder_tar(notebook.parent))
+        container.start()
+        exit_code = int(container.wait(timeout=timeout * 4)["StatusCode"])
+        logs = container.logs().decode(errors="replace")
+        report = VerifyReport(notebook.name, exit_code=exit_code,
+                              log_tail="\n".join(logs.splitlines()[-25:]))
+        code_cells = [n for n, cell in enumerate(nbformat.read(notebook, as_version=4).cells, start=1)
+                      if cell.cell_type == "code"]
+        report.cells = _cells(container, code_cells)
+    finally:
+        container.remove(force=True)
+        engine.client.images.remove(sibling.id, force=True, noprune=False)
+    return report
+
+
+def _folder_tar(folder: Path) -> bytes:
+    """The notebook's folder as a tar under /work, owned by the image's user (10001)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        def owned(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+            if any(part in _SKIPPED_DIRS for part in Path(info.name).parts):
+                return None
+            info.uid = info.gid = 10001
+            info.uname = info.gname = ""
+            return info
+
+        tar.add(folder, arcname=_WORK.lstrip("/"), filter=owned)
+    return buffer.getvalue()
+
+
+def _cells(container: Any, code_cells: list[int]) -> list[VerifiedCell]:
+    """nbval's JUnit results; its "Cell k" counts code cells from 0."""
+    try:
+        stream, _ = container.get_archive(_RESULTS)
+    except Exception:  # nbval never got to write its results (a crash before the first cell)
+        return []
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+        member = tar.extractfile(tar.getmembers()[0])
+        root = ElementTree.fromstring(member.read() if member else b"<testsuites/>")
+    cells = []
+    for case in root.iter("testcase"):
+        match = re.search(r"Cell (\d+)", case.get("name", ""))
+        index = int(match.group(1)) if match else -1
+        number = code_cells[index] if 0 <= index < len(code_cells) else 0
+        failure = case.find("failure")
+        if failure is None:
+            failure = case.find("error")
+        skipped = case.find("skipped")
+        if failure is not None:
+            text = _ANSI.sub("", (failure.get("message") or "") + "\n" + (failure.text or ""))
+            text = re.sub(r"Cell \d+: ", "", text.replace("Notebook cell execution failed", ""))
+            cells.append(VerifiedCell(number, "failed", _first_lines(text)))
+        elif skipped is not None:
+            cells.append(VerifiedCell(number, "skipped", skipped.get("message", "")))
+        else:
+            cells.append(VerifiedCell(number, "passed"))
+    return cells
+
+
+def _first_lines(text: str, count: int = 12) -> str:
+    return "\n".join(line for line in text.strip().splitlines()[:count])
+
+
+def describe(report: VerifyReport) -> str:
+    """Per cell, for the terminal."""
+    lines = [f"verify-notebook: {report.notebook} re-run inside the image's environment (nbval)"]
+    for cell in report.cells:
+        mark = {"passed": "ok", "failed": "FAILED", "skipped": "skipped"}[cell.outcome]
+        lines.append(f"  cell {cell.cell}: {mark}")
+        if cell.outcome == "failed":
+            lines += [f"      {line}" for line in cell.message.splitlines()]
+    passed = sum(c.outcome == "passed" for c in report.cells)
+    failed = sum(c.outcome == "failed" for c in report.cells)
+    lines.append(f"  {passed} cell(s) passed, {failed} failed" + (
+        "" if report.cells or report.ok else f"; nbval exited {report.exit_code}:\n{report.log_tail}"))
+    return "\n".join(lines)
