@@ -10,7 +10,7 @@ from nb2container import __version__, pipeline, verify
 from nb2container.errors import Nb2ContainerError
 from nb2container.options import Options, flags_for
 from nb2container.progress import TerminalProgress
-from nb2container.report import BuildReport, smoke_table
+from nb2container.report import BuildReport, frozen_json, frozen_table, smoke_table
 
 
 def parser() -> argparse.ArgumentParser:
@@ -24,6 +24,8 @@ def parser() -> argparse.ArgumentParser:
         "build": commands.add_parser("build", help="capture, render, build and smoke-test an image"),
         "render": commands.add_parser("render", help="capture and render the build folder only"),
         "test": commands.add_parser("test", help="smoke-test an existing image against the notebook"),
+        "freeze": commands.add_parser("freeze", help="show the environment the image would hold: "
+                                      "Python and the locked packages the function needs"),
     }
     subcommands["test"].add_argument("image", help="image tag or id")
     for name, command in subcommands.items():
@@ -42,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
             rendered = pipeline.render_folder(options, progress)
             print(f"Build folder ready: {rendered.folder}  (docker build -t {rendered.tag} "
                   f"{rendered.folder})")
+            return 0
+        if args.command == "freeze":
+            capture, frozen = pipeline.frozen_environment(options, progress)
+            print(frozen_json(capture, frozen) if args.as_json else frozen_table(capture, frozen))
             return 0
         if args.command == "test":
             return _finish(pipeline.test_image(options, args.image, progress), options)

@@ -93,9 +93,10 @@ class Engine:
             raise SmokeTestError(f"The engine has no image {reference}. Build it first.") from None
         return BuiltImage(id=image.id, size_bytes=int(image.attrs["Size"]))
 
-    def run_command(self, image: str, command: list[str]) -> str:
+    def run_command(self, image: str, command: list[str], network: bool = True) -> str:
         """Run a one-off command in the image and return its output."""
-        output = self.client.containers.run(image, command, remove=True, stdout=True, stderr=True)
+        output = self.client.containers.run(image, command, remove=True, stdout=True, stderr=True,
+                                            network_mode=None if network else "none")
         return bytes(output).decode()
 
     @contextlib.contextmanager

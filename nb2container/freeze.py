@@ -3,6 +3,11 @@
 The closure starts at the distributions that provide the modules the generated module
 and its artifacts import, and follows their requirements through pipdeptree, asked
 about the kernel's interpreter (``--python``), never the CLI's.
+
+Extras are followed when they are in use: an extra of a distribution in the closure joins
+it when every requirement of that extra is installed in the kernel and importing the
+distribution (in the kernel's interpreter) imports one of them. lightgbm's ``scikit-learn``
+extra is in use when lightgbm imports sklearn; joblib's ``test`` extra never is.
 """
 
 from __future__ import annotations
@@ -44,6 +49,50 @@ def installed_graph(python: str) -> dict[str, tuple[str, list[str]]]:
     return graph
 
 
+_EXTRAS_IN_USE = r"""
+import importlib, json, re, sys
+from importlib import metadata
+
+def key(name):
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+installed = {key(d.metadata["Name"]) for d in metadata.distributions()}
+tops = {}
+for module, dists in metadata.packages_distributions().items():
+    for dist in dists:
+        tops.setdefault(key(dist), []).append(module)
+used = {}
+for dist in json.loads(sys.argv[1]):
+    extras = {}
+    for requirement in metadata.requires(dist) or []:
+        marker = re.search(r'extra\s*==\s*"([^"]+)"', requirement)
+        if marker:
+            extras.setdefault(marker.group(1), []).append(key(re.match(r"[A-Za-z0-9._-]+", requirement).group()))
+    candidates = {name: reqs for name, reqs in extras.items() if all(r in installed for r in reqs)}
+    if not candidates:
+        continue
+    for module in tops.get(key(dist), []):
+        try:
+            importlib.import_module(module)
+        except Exception:
+            pass
+    for reqs in candidates.values():
+        if any(top in sys.modules for r in reqs for top in tops.get(r, [])):
+            used.setdefault(dist, []).extend(reqs)
+print(json.dumps(used))
+"""
+
+
+def extras_in_use(python: str, distributions: list[str]) -> dict[str, list[str]]:
+    """Per distribution, the requirements of its extras that are in use (see the module's doc)."""
+    done = subprocess.run([python, "-c", _EXTRAS_IN_USE, json.dumps(distributions)],
+                          capture_output=True, text=True, check=False, timeout=300)
+    if done.returncode != 0:
+        return {}  # an interpreter that cannot even run this: the plain closure stands
+    lines = done.stdout.strip().splitlines()
+    return json.loads(lines[-1]) if lines else {}
+
+
 def closure(interpreter: KernelInterpreter, modules: tuple[str, ...]) -> Closure:
     graph = installed_graph(interpreter.executable)
     roots: list[str] = []
@@ -53,8 +102,20 @@ def closure(interpreter: KernelInterpreter, modules: tuple[str, ...]) -> Closure
         if not dists:
             unmapped.append(module)
         roots.extend(canonicalize_name(d) for d in dists)
+    packages = _close(graph, roots)
+    asked: set[str] = set()
+    while set(packages) - asked:  # extras in use bring distributions whose extras may be in use
+        new = sorted(set(packages) - asked)
+        asked.update(new)
+        extra = [canonicalize_name(r) for reqs in extras_in_use(interpreter.executable, new).values()
+                 for r in reqs]
+        packages = _close(graph, [*packages, *extra])
+    return Closure(dict(sorted(packages.items())), tuple(sorted(set(roots))), tuple(unmapped))
+
+
+def _close(graph: dict[str, tuple[str, list[str]]], start: list[str]) -> dict[str, str]:
     packages: dict[str, str] = {}
-    todo = sorted(set(roots))
+    todo = sorted(set(start))
     while todo:
         name = todo.pop()
         if name in packages or name not in graph:
@@ -62,4 +123,4 @@ def closure(interpreter: KernelInterpreter, modules: tuple[str, ...]) -> Closure
         version, requires = graph[name]
         packages[name] = version
         todo.extend(requires)
-    return Closure(dict(sorted(packages.items())), tuple(sorted(set(roots))), tuple(unmapped))
+    return packages

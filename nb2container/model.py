@@ -113,11 +113,24 @@ class Pin:
 
 
 @dataclass(frozen=True)
+class SystemPackage:
+    """A Debian package the image needs for a shared library a compiled module links to."""
+
+    name: str
+    version: str
+    deb: str  # file name under debs/
+    sha256: str
+    needed_by: tuple[str, ...] = ()  # "libgomp.so.1 (lightgbm/lib/lib_lightgbm.so)"
+
+
+@dataclass(frozen=True)
 class FrozenEnvironment:
     python_version: str
     pins: tuple[Pin, ...]
     roots: tuple[str, ...]  # distributions the function imports directly
     unmapped_modules: tuple[str, ...] = ()
+    system_packages: tuple[SystemPackage, ...] = ()
+    unplaced_libraries: tuple[str, ...] = ()  # sonames needed that no package could be found for
 
     @property
     def packages(self) -> dict[str, str]:

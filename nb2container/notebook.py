@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import subprocess
 import symtable
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,7 @@ def capture_notebook(
     examples: list[Any] | None = None,
     bind: tuple[str, ...] = (),
     no_bind: bool = False,
+    debug: bool = False,
 ) -> Capture:
     """Execute the notebook in its kernel, recording calls, then capture inside that kernel.
 
@@ -125,7 +127,7 @@ def capture_notebook(
     function = choose_function(stored, function, path)
     capture_code = _CAPTURE.format(function=function, out_dir=str(staging), max_bytes=max_artifact_bytes,
                                    examples=examples, bind=list(bind), no_bind=no_bind)
-    executed = _execute(stored, path, function, kernel, timeout, capture_code, progress)
+    executed = _execute(stored, path, function, kernel, timeout, capture_code, progress, debug)
     raw = read_raw(staging, path.name)
     return _to_capture(raw, path, stored, executed, staging)
 
@@ -138,6 +140,7 @@ def _execute(
     timeout: int,
     capture_code: str,
     progress: Progress,
+    kernel_stderr: bool = False,
 ) -> nbformat.NotebookNode:
     nb = nbformat.from_dict(json.loads(json.dumps(stored)))
     kernel_name = kernel or nb.metadata.get("kernelspec", {}).get("name") or "python3"
@@ -148,7 +151,9 @@ def _execute(
     package_parent = str(Path(nb2container.__file__).resolve().parent.parent)
     progress.step(f"Running {path.name} in a fresh `{kernel_name}` kernel")
     try:
-        with client.setup_kernel():
+        # The kernel's own stderr (its start-up warnings, its I/O loop's complaints when it is
+        # shut down) is not the user's business; --debug keeps it.
+        with client.setup_kernel(**({} if kernel_stderr else {"stderr": subprocess.DEVNULL})):
             _run_hidden(client, _BOOTSTRAP.format(package_parent=package_parent, function=function))
             code_cells = sum(cell.cell_type == "code" for cell in nb.cells)
             done = 0

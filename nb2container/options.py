@@ -58,7 +58,7 @@ class Flag:
 _BUILDS = frozenset({"build", "render", "magic"})
 _SMOKES = frozenset({"build", "test", "magic"})
 _ALL = frozenset({"build", "render", "test", "magic"})
-_CLI = frozenset({"build", "render", "test"})
+_CLI = frozenset({"build", "render", "test", "freeze"})
 
 FLAGS: tuple[Flag, ...] = (
     Flag(("--function",), _CLI, {"help": "the function to serve (default: the last one in a cell "
@@ -66,11 +66,11 @@ FLAGS: tuple[Flag, ...] = (
     Flag(("--kernel",), _CLI, {"help": "kernel name (default: the notebook's kernelspec)"}),
     Flag(("--tag",), _BUILDS, {"help": "image tag (default: NOTEBOOK-FUNCTION:latest)"}),
     Flag(("--output",), _BUILDS, {"type": Path, "help": "build folder (default build/FUNCTION)"}),
-    Flag(("--platform",), _BUILDS, {"default": "linux/amd64", "choices": ["linux/amd64", "linux/arm64"],
+    Flag(("--platform",), _BUILDS | {"freeze"}, {"default": "linux/amd64", "choices": ["linux/amd64", "linux/arm64"],
                                     "help": "image platform (default linux/amd64)"}),
     Flag(("--port",), _ALL, {"type": int, "default": 8000,
                              "help": "port the server listens on inside the container (default 8000)"}),
-    Flag(("--max-artifact-mb",), _ALL, {"type": int, "default": 2048, "metavar": "MB",
+    Flag(("--max-artifact-mb",), _ALL | {"freeze"}, {"type": int, "default": 2048, "metavar": "MB",
                                         "help": "largest object or data file to ship, in MiB (default 2048)"}),
     Flag(("--no-build",), frozenset({"magic"}), {"action": "store_true",
                                                  "help": "render the build folder only"}),
@@ -99,7 +99,9 @@ FLAGS: tuple[Flag, ...] = (
                                    "help": "absolute tolerance for numbers (default 1e-9)"}),
     Flag(("--timeout",), _CLI, {"type": int, "default": 600,
                                 "help": "seconds a notebook cell may run (default 600)"}),
-    Flag(("--debug",), _ALL, {"action": "store_true", "help": "show tracebacks on errors"}),
+    Flag(("--json",), frozenset({"freeze"}), {"action": "store_true", "dest": "as_json",
+                                              "help": "print the frozen environment as JSON"}),
+    Flag(("--debug",), _ALL | {"freeze"}, {"action": "store_true", "help": "show tracebacks on errors"}),
     Flag(("-v", "--verbose"), _CLI, {"action": "store_true", "help": "show the full build log"}),
 )
 

@@ -13,15 +13,16 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from nb2container import freeze, notebook, render, wheelhouse
+from nb2container import drift, freeze, notebook, render, system_libs, wheelhouse
 from nb2container.captured import parse_examples
 from nb2container.engine import Engine
-from nb2container.errors import UsageError
-from nb2container.model import BuiltImage, Capture, FrozenEnvironment, SmokeReport
+from nb2container.errors import BuildError, UsageError
+from nb2container.model import BuiltImage, Capture, FrozenEnvironment, Pin, SmokeReport
 from nb2container.options import Options
 from nb2container.progress import Progress
 from nb2container.report import BuildReport
 from nb2container.smoke import smoke_test
+from nb2container.system_libs import SystemNeeds
 from nb2container.verify import VerifyReport, verify_notebook
 
 # Given a staging folder (which it may fill with artifacts and data files), returns the capture.
@@ -53,7 +54,7 @@ def notebook_capturer(options: Options, progress: Progress) -> Capturer:
     def capture(staging: Path) -> Capture:
         return notebook.capture_notebook(
             path, options.function, options.kernel, options.timeout, progress, staging,
-            options.max_artifact_mb * 1024**2, examples, options.bind, options.no_bind,
+            options.max_artifact_mb * 1024**2, examples, options.bind, options.no_bind, options.debug,
         )
 
     return capture
@@ -84,15 +85,49 @@ def render_folder(options: Options, progress: Progress, capturer: Capturer | Non
         return _freeze_and_render(capture, options, progress)
 
 
-def _freeze_and_render(capture: Capture, options: Options, progress: Progress) -> Rendered:
+def frozen_environment(options: Options, progress: Progress) -> tuple[Capture, FrozenEnvironment]:
+    """capture -> freeze only (``nb2container freeze``): what the image would hold."""
+    with staging_dir() as staging:
+        capture = capture_function(notebook_capturer(options, progress), progress, staging)
+    return capture, _freeze(capture, options, progress)
+
+
+def _freeze(capture: Capture, options: Options, progress: Progress) -> FrozenEnvironment:
     closure = freeze.closure(capture.interpreter, capture.modules)
     if closure.unmapped_modules:
         progress.warn("modules that no installed distribution provides (not locked): "
                       + ", ".join(closure.unmapped_modules))
     pins = wheelhouse.fetch(closure.packages, capture.interpreter.python_version,
                             options.platform, progress)
-    frozen = FrozenEnvironment(capture.interpreter.python_version, tuple(pins), closure.roots,
-                               closure.unmapped_modules)
+    system = _system_packages(pins, capture.interpreter.python_version, progress)
+    return FrozenEnvironment(capture.interpreter.python_version, tuple(pins), closure.roots,
+                             closure.unmapped_modules, tuple(system.packages), tuple(system.unplaced))
+
+
+def _system_packages(pins: list[Pin], python_version: str, progress: Progress) -> SystemNeeds:
+    """Debian packages for the shared libraries the wheels need and the base image lacks."""
+    needs = system_libs.wheel_needs([wheelhouse.cache_dir() / pin.wheel for pin in pins])
+    if not needs:
+        return SystemNeeds()
+    try:
+        engine: Engine | None = Engine()
+    except BuildError:
+        engine = None  # `render` without an engine: judge by the libraries every glibc image has
+    base = system_libs.inspect_base(engine, render.base_image(python_version))
+    result = system_libs.resolve(needs, base[0] if base else None, base[1] if base else None,
+                                 wheelhouse.cache_dir().parent / "debs", progress)
+    for package in result.packages:
+        progress.detail(f"system package {package.name} {package.version}: for {', '.join(package.needed_by)}")
+    for soname, users in result.unplaced.items():
+        progress.warn(f"{', '.join(users[:2])} needs the shared library {soname}, which the base image lacks "
+                      "and no known Debian package provides: the image may fail to import it. Add the "
+                      "package that ships it to the image, or tell us which one it is.")
+    return result
+
+
+def _freeze_and_render(capture: Capture, options: Options, progress: Progress) -> Rendered:
+    frozen = _freeze(capture, options, progress)
+    pins = frozen.pins
     function = capture.spec.function
     tag = options.tag or render.default_tag(capture.notebook, function)
     folder = options.output or Path("build") / function
@@ -107,12 +142,15 @@ def run(options: Options, progress: Progress, capturer: Capturer | None = None) 
     rendered = render_folder(options, progress, capturer)
     report = _report(rendered.capture)
     report.packages, report.folder = rendered.frozen.packages, str(rendered.folder)
+    report.system_packages = {p.name: p.version for p in rendered.frozen.system_packages}
     if options.no_build:
         return _written(report, options)
     engine = Engine()
     progress.step(f"Building the image from {rendered.folder}")
     image = engine.build(rendered.folder, progress, options.platform)
     report.image_id, report.size_bytes = image.id, image.size_bytes
+    progress.step("Checking the image's Python and packages against the lock")
+    drift.check(engine, image.id, rendered.frozen)
     if options.no_smoke:
         progress.warn("the smoke test was skipped (--no-smoke): nothing checked that the image "
                       "reproduces the notebook")

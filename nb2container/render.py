@@ -95,6 +95,10 @@ def render(capture: Capture, frozen: FrozenEnvironment, folder: Path, tag: str, 
     if capture.spec.files:
         _copy_files(capture.files_dir, folder / "files", [f.image_path.lstrip("/") for f in capture.spec.files])
     _copy_files(cache_dir(), folder / "wheels", [pin.wheel for pin in frozen.pins])
+    if frozen.system_packages:
+        _copy_files(cache_dir().parent / "debs", folder / "debs", [p.deb for p in frozen.system_packages])
+        (folder / "debs/SHA256SUMS").write_text("".join(
+            f"{p.sha256}  {p.deb}\n" for p in sorted(frozen.system_packages, key=lambda p: p.deb)))
     (folder / MARKER).write_text(f"rendered by nb2container {nb2container.__version__}\n")
     return folder
 
@@ -142,6 +146,7 @@ def _context(capture: Capture, frozen: FrozenEnvironment, tag: str, port: int) -
         "late_artifacts": sorted((a for a in spec.artifacts if not a.at_definition), key=lambda a: a.name),
         "formats": sorted({a.format for a in spec.artifacts}),
         "files": sorted(spec.files, key=lambda f: f.image_path),
+        "system_packages": sorted(frozen.system_packages, key=lambda p: p.name),
         "workdir": IMAGE_WORKDIR,
         "example_body": json.dumps(example.body if example else {}),
         "bound": sorted(spec.bound.items()),

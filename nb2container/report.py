@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
-from nb2container.model import SmokeCase, SmokeReport
+from packaging.utils import canonicalize_name as canonical
+
+from nb2container.model import Capture, FrozenEnvironment, SmokeCase, SmokeReport
 
 
 @dataclass
@@ -28,6 +30,7 @@ class BuildReport:
     warnings: list[str] = field(default_factory=list)
     interface: dict[str, Any] = field(default_factory=dict)  # codecs, bound parameters, prints
     verify: Any = None  # verify.VerifyReport, with --verify-notebook
+    system_packages: dict[str, str] = field(default_factory=dict)  # Debian packages added for libraries
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -38,6 +41,7 @@ class BuildReport:
             "size_bytes": self.size_bytes,
             "python": self.python,
             "packages": self.packages,
+            "system_packages": self.system_packages,
             "build_folder": self.folder,
             "artifacts": self.artifacts,
             "files": self.files,
@@ -160,3 +164,42 @@ def cuda_summary(packages: dict[str, str]) -> str:
 
 def _fit(text: str, width: int) -> str:
     return text.ljust(width) if len(text) <= width else text[: width - 1] + "…"
+
+
+def frozen_table(capture: Capture, frozen: FrozenEnvironment) -> str:
+    """``nb2container freeze``: the environment the image would hold, for people."""
+    roots = {canonical(name) for name in frozen.roots}
+    rows = [("package", "version", "why", "wheel", "sha256")]
+    for pin in sorted(frozen.pins, key=lambda p: canonical(p.name)):
+        why = "imported" if canonical(pin.name) in roots else "required"
+        rows.append((pin.name, pin.version, why, pin.wheel, pin.sha256[:16]))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    lines = [f"`{capture.spec.function}` from {capture.notebook_name}: Python {frozen.python_version} "
+             f"({capture.interpreter.implementation}, {capture.interpreter.machine}), "
+             f"{len(frozen.pins)} package(s)", ""]
+    for n, row in enumerate(rows):
+        lines.append("  ".join(value.ljust(widths[i]) for i, value in enumerate(row)).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    for package in frozen.system_packages:
+        lines.append(f"\nsystem package {package.name} {package.version}: {'; '.join(package.needed_by)}")
+    if frozen.unplaced_libraries:
+        lines.append("\nshared libraries no known package provides: " + ", ".join(frozen.unplaced_libraries))
+    if frozen.unmapped_modules:
+        lines.append("\nmodules no installed distribution provides (not locked): " + ", ".join(frozen.unmapped_modules))
+    return "\n".join(lines)
+
+
+def frozen_json(capture: Capture, frozen: FrozenEnvironment) -> str:
+    """``nb2container freeze --json``: the same, for machines."""
+    return json.dumps({
+        "function": capture.spec.function, "notebook": capture.notebook_name,
+        "python": frozen.python_version, "implementation": capture.interpreter.implementation,
+        "machine": capture.interpreter.machine, "roots": sorted(frozen.roots),
+        "packages": [{"name": p.name, "version": p.version, "wheel": p.wheel, "sha256": p.sha256}
+                     for p in sorted(frozen.pins, key=lambda p: canonical(p.name))],
+        "unmapped_modules": list(frozen.unmapped_modules),
+        "system_packages": [{"name": p.name, "version": p.version, "deb": p.deb, "sha256": p.sha256,
+                             "needed_by": list(p.needed_by)} for p in frozen.system_packages],
+        "unplaced_libraries": list(frozen.unplaced_libraries),
+    }, indent=2)

@@ -362,6 +362,23 @@ ZERO_ARGUMENTS = [
     new_code_cell("model_card()['n_features']"),
 ]
 
+# Issue 4: a compiled package that needs a system library the slim base lacks (libgomp).
+LIGHTGBM_MODEL = [
+    new_markdown_cell("# Delivery time with LightGBM\n\nLightGBM's compiled core links to "
+                      "`libgomp.so.1`, which the slim base image does not have."),
+    new_code_cell("import numpy as np\nimport lightgbm as lgb"),
+    new_code_cell("rng = np.random.default_rng(11)\n"
+                  "X = rng.uniform(0, 10, size=(300, 2))\n"
+                  "y = 2.0 * X[:, 0] + 0.5 * X[:, 1] ** 2 + rng.normal(0, 0.5, 300)\n"
+                  "model = lgb.LGBMRegressor(n_estimators=40, learning_rate=0.2, num_leaves=8,\n"
+                  "                          random_state=0, verbose=-1).fit(X, y)"),
+    new_code_cell("def delivery_minutes(distance_km, stops):\n"
+                  "    return round(float(model.predict(np.array([[distance_km, stops]]))[0]), 4)",
+                  metadata={"tags": ["serve"]}),
+    new_code_cell("delivery_minutes(3.5, 2)"),
+    new_code_cell("delivery_minutes(8.0, 6)"),
+]
+
 NOTEBOOKS = {
     "house_prices.ipynb": (HOUSE_PRICES, None),
     "churn_helpers.ipynb": (CHURN_HELPERS, None),
@@ -377,6 +394,7 @@ NOTEBOOKS = {
     "pandas_frames.ipynb": (PANDAS_FRAMES, None),
     "printed_report.ipynb": (PRINTED_REPORT, None),
     "zero_arguments.ipynb": (ZERO_ARGUMENTS, None),
+    "lightgbm_model.ipynb": (LIGHTGBM_MODEL, None),
 }
 
 

@@ -76,6 +76,12 @@ EXPECTED: dict[str, dict[str, Any]] = {
     },
     "printed_report.ipynb": {"function": "report", "prints": True},
     "zero_arguments.ipynb": {"function": "model_card", "codecs": {}},
+    "lightgbm_model.ipynb": {  # lib_lightgbm.so needs libgomp.so.1; LGBMRegressor needs sklearn (an extra)
+        "function": "delivery_minutes",
+        "formats": {"model": "pickle"},
+        "packages": {"lightgbm", "scikit-learn"},
+        "system_packages": {"libgomp1"},
+    },
     "hidden_state.ipynb": {
         "function": "keyword_score",
         "formats": {"tokens": "cloudpickle"},  # defined by %run: no cell has its source
@@ -126,6 +132,7 @@ def test_notebook_builds_and_its_image_reproduces_it(notebook: str, notebook_bui
     assert {a["name"] for a in report["artifacts"] if a["at_definition"]} == expected.get("at_definition", set())
     assert {f["image_path"] for f in report["files"]} == expected.get("files", set())
     assert expected.get("packages", set()) <= set(report["packages"])
+    assert set(report["system_packages"]) == expected.get("system_packages", set())
     for warning in expected.get("warnings", []):
         assert any(warning in text for text in report["warnings"]), (warning, report["warnings"])
     if expected.get("no_warnings"):

@@ -8,8 +8,10 @@ so they load without the notebook).
 
 from __future__ import annotations
 
+import hashlib
 import pickle
 import pickletools
+import re
 import types
 from pathlib import Path
 from typing import Any
@@ -68,15 +70,26 @@ def dump(obj: Any) -> tuple[bytes, str]:
     import cloudpickle  # only needed for notebook-defined classes, functions and lambdas
 
     class Unwrapping(cloudpickle.CloudPickler):
-        """Saves a function the recorder wrapped as the notebook's own function."""
+        """Saves a function the recorder wrapped as the notebook's own function, and notebook
+        code the same way in every kernel session (see ``_stable_function``)."""
+
+        stable: dict[int, types.FunctionType] = {}  # noqa: RUF012 - replaced per pickler below
 
         def reducer_override(self, value: Any) -> Any:
             if isinstance(value, types.FunctionType) and ORIGINAL_ATTR in value.__dict__:
                 value = value.__dict__[ORIGINAL_ATTR]
+            if isinstance(value, types.FunctionType) and value.__module__ == "__main__":
+                if id(value) not in self.stable:
+                    self.stable[id(value)] = _stable_function(value)
+                value = self.stable[id(value)]
+            if isinstance(value, type) and value.__module__ == "__main__":
+                _track_deterministically(cloudpickle, value)
             return super().reducer_override(value)
 
     buffer = io.BytesIO()
-    Unwrapping(buffer, protocol=5).dump(obj)
+    pickler = Unwrapping(buffer, protocol=5)
+    pickler.stable = {}
+    pickler.dump(obj)
     return buffer.getvalue(), "cloudpickle"
 
 
@@ -121,3 +134,50 @@ def modules_in_file(path: Path) -> set[str]:
         except Exception:
             return set()
     return set()
+
+
+def _track_deterministically(cloudpickle: Any, cls: type) -> None:
+    """Give a notebook class a tracker id derived from its name and code, not a random uuid4.
+
+    cloudpickle marks each class it saves by value with a random id (cloudpipe/cloudpickle#510),
+    so two captures of the same notebook would differ byte for byte. Registering the id first
+    makes them identical; within a process the id still maps one class to one object.
+    """
+    registry = getattr(getattr(cloudpickle, "cloudpickle", None), "_DYNAMIC_CLASS_TRACKER_BY_CLASS", None)
+    by_id = getattr(getattr(cloudpickle, "cloudpickle", None), "_DYNAMIC_CLASS_TRACKER_BY_ID", None)
+    if registry is None or by_id is None or cls in registry:
+        return  # another cloudpickle: keep its own ids
+    digest = hashlib.sha256(cls.__qualname__.encode())
+    for name, member in sorted(vars(cls).items()):
+        code = getattr(member, "__code__", None)
+        digest.update(name.encode() + (code.co_code + repr(code.co_consts).encode() if code else b""))
+    tracker_id = digest.hexdigest()[:32]
+    registry[cls] = tracker_id
+    by_id.setdefault(tracker_id, cls)
+
+
+_KERNEL_FILE = re.compile(r"^.*/ipykernel_\d+/")
+
+
+def _stable_function(fn: types.FunctionType) -> types.FunctionType:
+    """``fn`` with its cell's file name free of the kernel's process id.
+
+    ipykernel compiles each cell as /tmp/ipykernel_<pid>/<hash of the cell>.py; cloudpickle
+    saves that name with the code, so every session would pickle differently.
+    """
+    code = _stable_code(fn.__code__)
+    if code is fn.__code__:
+        return fn
+    copy = types.FunctionType(code, fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+    copy.__kwdefaults__, copy.__annotations__ = fn.__kwdefaults__, fn.__annotations__
+    copy.__qualname__, copy.__module__, copy.__doc__ = fn.__qualname__, fn.__module__, fn.__doc__
+    copy.__dict__.update(fn.__dict__)
+    return copy
+
+
+def _stable_code(code: types.CodeType) -> types.CodeType:
+    consts = tuple(_stable_code(c) if isinstance(c, types.CodeType) else c for c in code.co_consts)
+    filename = _KERNEL_FILE.sub("<notebook cell>/", code.co_filename)
+    if filename == code.co_filename and all(a is b for a, b in zip(consts, code.co_consts, strict=True)):
+        return code
+    return code.replace(co_filename=filename, co_consts=consts)

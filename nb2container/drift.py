@@ -1,0 +1,55 @@
+"""After each build: does the image hold exactly the Python and the packages of the lock?
+
+Runs inside the image (its own interpreter, no network) and compares ``python -V`` and every
+installed distribution with the frozen environment. Any difference fails the build, named.
+"""
+
+from __future__ import annotations
+
+import json
+
+from packaging.utils import canonicalize_name
+
+from nb2container.engine import Engine
+from nb2container.errors import BuildError
+from nb2container.model import FrozenEnvironment
+
+# What `python -m venv` itself installs; not part of any closure.
+_VENV_TOOLS = {"pip", "setuptools", "wheel"}
+
+_PROBE = (
+    "import importlib.metadata as m, json, platform; "
+    "print(json.dumps({'python': platform.python_version(), "
+    "'packages': {d.metadata['Name']: d.version for d in m.distributions()}}))"
+)
+
+
+def differences(frozen: FrozenEnvironment, python: str, installed: dict[str, str]) -> list[str]:
+    """What differs between the lock and what the image holds, one line per package."""
+    found = []
+    if python != frozen.python_version:
+        found.append(f"Python is {python} in the image, {frozen.python_version} in the lock")
+    have = {canonicalize_name(name): version for name, version in installed.items()}
+    for pin in frozen.pins:
+        version = have.pop(canonicalize_name(pin.name), None)
+        if version is None:
+            found.append(f"{pin.name} {pin.version} is in the lock but not installed")
+        elif version != pin.version:
+            found.append(f"{pin.name} is {version} in the image, {pin.version} in the lock")
+    found += [f"{name} {version} is installed but not in the lock"
+              for name, version in sorted(have.items()) if name not in _VENV_TOOLS]
+    return found
+
+
+def check(engine: Engine, image: str, frozen: FrozenEnvironment) -> None:
+    """Raise BuildError naming every package (or the Python) that drifted from the lock."""
+    output = engine.run_command(image, ["python", "-c", _PROBE], network=False)
+    probe = json.loads(output.strip().splitlines()[-1])
+    found = differences(frozen, probe["python"], probe["packages"])
+    if found:
+        raise BuildError(
+            "The image does not hold the environment it was built from the lock: "
+            + "; ".join(found) + ". It was not tagged. Something changed the packages after "
+            "the locked install (a RUN step added to the Dockerfile, or a tampered wheel): "
+            "rebuild from an untouched build folder."
+        )

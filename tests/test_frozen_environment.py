@@ -1,0 +1,109 @@
+"""The frozen environment: `nb2container freeze`, byte-stable rendering, the drift check,
+and hermetic builds (real kernels, real engine)."""
+
+from __future__ import annotations
+
+import filecmp
+import json
+import platform
+import shutil
+from pathlib import Path
+
+import docker
+import pytest
+
+from nb2container.drift import check, differences
+from nb2container.engine import Engine
+from nb2container.errors import BuildError
+from nb2container.model import FrozenEnvironment, Pin
+from tests.conftest import NOTEBOOKS, Built, NotebookBuilds, run_cli
+
+
+def lock_of(built: Built) -> FrozenEnvironment:
+    pins = tuple(Pin(name, version, "", "") for name, version in built.report["packages"].items())
+    return FrozenEnvironment(built.report["python"], pins, ())
+
+
+def test_freeze_lists_python_and_the_locked_packages() -> None:
+    result = run_cli("freeze", NOTEBOOKS / "house_prices.ipynb", "--json")
+    assert result.returncode == 0, result.stderr
+    frozen = json.loads(result.stdout)
+    assert frozen["python"] == platform.python_version() and frozen["function"] == "predict_price"
+    names = {p["name"] for p in frozen["packages"]}
+    assert {"scikit-learn", "pandas", "numpy"} <= names and set(frozen["roots"]) <= names
+    assert all(len(p["sha256"]) == 64 for p in frozen["packages"])
+    table = run_cli("freeze", NOTEBOOKS / "house_prices.ipynb").stdout
+    assert "Python " + platform.python_version() in table and "scikit-learn" in table and "imported" in table
+
+
+def test_rendering_twice_gives_identical_folders(tmp_path: Path) -> None:
+    for name in ("first", "second"):  # two captures, each in a fresh kernel
+        result = run_cli("render", NOTEBOOKS / "churn_helpers.ipynb", "--output", tmp_path / name)
+        assert result.returncode == 0, result.stderr
+    comparison = filecmp.dircmp(tmp_path / "first", tmp_path / "second")
+
+    def same(c: filecmp.dircmp[str]) -> bool:
+        _, mismatch, errors = filecmp.cmpfiles(c.left, c.right, c.common_files, shallow=False)
+        return not (c.left_only or c.right_only or mismatch or errors) and all(
+            same(sub) for sub in c.subdirs.values())
+
+    assert same(comparison)
+
+
+def test_drift_names_what_differs_from_the_lock() -> None:
+    frozen = FrozenEnvironment("3.11.7", (Pin("numpy", "2.4.6", "", ""), Pin("scikit_learn", "1.9.1", "", "")), ())
+    assert differences(frozen, "3.11.7", {"numpy": "2.4.6", "scikit-learn": "1.9.1", "pip": "24.0"}) == []
+    found = differences(frozen, "3.11.8", {"numpy": "2.4.5", "extra": "1.0"})
+    assert found == ["Python is 3.11.8 in the image, 3.11.7 in the lock",
+                     "numpy is 2.4.5 in the image, 2.4.6 in the lock",
+                     "scikit_learn 1.9.1 is in the lock but not installed",
+                     "extra 1.0 is installed but not in the lock"]
+
+
+def test_tampered_package_fails_the_drift_check_by_name(
+    house_build: Built, docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    check(Engine(), house_build.tag, lock_of(house_build))  # the real image passes
+    folder = tmp_path / "tampered"
+    shutil.copytree(house_build.folder, folder)
+    joblib_version = house_build.report["packages"]["joblib"]
+    with (folder / "Dockerfile").open("a") as dockerfile:
+        dockerfile.write(f"USER root\nRUN sed -i 's/^Version: {joblib_version}$/Version: 0.0.1/' "
+                         f"/opt/venv/lib/python3.*/site-packages/joblib-{joblib_version}.dist-info/METADATA\n"
+                         "USER 10001:10001\n")
+    image, _ = docker_client.images.build(path=str(folder), rm=True)
+    with pytest.raises(BuildError, match=f"joblib is 0.0.1 in the image, {joblib_version} in the lock"):
+        check(Engine(), image.id, lock_of(house_build))
+
+
+def test_rendered_folder_builds_with_networking_disabled(
+    notebook_builds: NotebookBuilds, docker_client: docker.DockerClient
+) -> None:
+    built = notebook_builds("lookup_closures.ipynb")  # numpy, joblib, cloudpickle; no system packages
+    image, _ = docker_client.images.build(path=str(built.folder), network_mode="none", nocache=True, rm=True)
+    assert image.attrs["Config"]["User"] == "10001:10001"
+
+
+def test_shared_libraries_are_read_from_elf_files_and_placed_in_debian_packages() -> None:
+    import lightgbm
+
+    from nb2container.system_libs import KNOWN_PACKAGES, needed_libraries, wheel_needs
+    from nb2container.wheelhouse import cache_dir
+
+    library = Path(lightgbm.__file__).parent / "lib" / "lib_lightgbm.so"
+    assert "libgomp.so.1" in needed_libraries(library.read_bytes())
+    assert needed_libraries(b"#!/bin/sh\n") == []
+    numpy_wheels = sorted(cache_dir().glob("numpy-*.whl"))
+    if numpy_wheels:  # numpy bundles its BLAS: nothing it needs is missing beyond glibc
+        assert all(not name.startswith("libscipy_openblas") for name in wheel_needs(numpy_wheels[-1:]))
+    assert KNOWN_PACKAGES["libgomp.so.1"] == "libgomp1"
+
+
+def test_installed_extras_in_use_join_the_closure() -> None:
+    import sys
+
+    from nb2container.freeze import extras_in_use
+
+    used = extras_in_use(sys.executable, ["lightgbm", "joblib"])
+    assert "scikit-learn" in used.get("lightgbm", [])  # lightgbm imports sklearn when it is there
+    assert "joblib" not in used  # its test/docs extras are not installed
