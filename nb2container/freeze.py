@@ -15,7 +15,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from packaging.utils import canonicalize_name
 
@@ -28,6 +29,31 @@ class Closure:
     packages: dict[str, str]  # canonical distribution name -> exact installed version
     roots: tuple[str, ...]
     unmapped_modules: tuple[str, ...]
+    direct_urls: dict[str, dict[str, Any]] = field(default_factory=dict)  # PEP 610: not from an index
+
+
+_DIRECT_URLS = r"""
+import json, sys
+from importlib import metadata
+found = {}
+for name in json.loads(sys.argv[1]):
+    try:
+        text = metadata.distribution(name).read_text("direct_url.json")
+    except metadata.PackageNotFoundError:
+        continue
+    if text:
+        found[name] = json.loads(text)
+print(json.dumps(found))
+"""
+
+
+def direct_urls(python: str, distributions: list[str]) -> dict[str, dict[str, Any]]:
+    """PEP 610 records of the distributions installed from a folder, an archive or VCS."""
+    done = subprocess.run([python, "-c", _DIRECT_URLS, json.dumps(distributions)],
+                          capture_output=True, text=True, check=False, timeout=120)
+    lines = done.stdout.strip().splitlines()
+    found = json.loads(lines[-1]) if done.returncode == 0 and lines else {}
+    return {canonicalize_name(name): record for name, record in found.items()}
 
 
 def installed_graph(python: str) -> dict[str, tuple[str, list[str]]]:
@@ -110,7 +136,8 @@ def closure(interpreter: KernelInterpreter, modules: tuple[str, ...]) -> Closure
         extra = [canonicalize_name(r) for reqs in extras_in_use(interpreter.executable, new).values()
                  for r in reqs]
         packages = _close(graph, [*packages, *extra])
-    return Closure(dict(sorted(packages.items())), tuple(sorted(set(roots))), tuple(unmapped))
+    return Closure(dict(sorted(packages.items())), tuple(sorted(set(roots))), tuple(unmapped),
+                   direct_urls(interpreter.executable, sorted(packages)))
 
 
 def _close(graph: dict[str, tuple[str, list[str]]], start: list[str]) -> dict[str, str]:

@@ -110,6 +110,7 @@ class Pin:
     version: str
     wheel: str  # file name in the wheelhouse
     sha256: str
+    source: str = "index"  # or "local <path>" (built here from an editable/local install), "vcs <url>@<commit>"
 
 
 @dataclass(frozen=True)

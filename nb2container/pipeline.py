@@ -98,7 +98,7 @@ def _freeze(capture: Capture, options: Options, progress: Progress) -> FrozenEnv
         progress.warn("modules that no installed distribution provides (not locked): "
                       + ", ".join(closure.unmapped_modules))
     pins = wheelhouse.fetch(closure.packages, capture.interpreter.python_version,
-                            options.platform, progress)
+                            options.platform, progress, closure.direct_urls)
     system = _system_packages(pins, capture.interpreter.python_version, progress)
     return FrozenEnvironment(capture.interpreter.python_version, tuple(pins), closure.roots,
                              closure.unmapped_modules, tuple(system.packages), tuple(system.unplaced))

@@ -172,6 +172,7 @@ def frozen_table(capture: Capture, frozen: FrozenEnvironment) -> str:
     rows = [("package", "version", "why", "wheel", "sha256")]
     for pin in sorted(frozen.pins, key=lambda p: canonical(p.name)):
         why = "imported" if canonical(pin.name) in roots else "required"
+        why += "" if pin.source == "index" else f", built from {pin.source.split(' ', 1)[1]}"
         rows.append((pin.name, pin.version, why, pin.wheel, pin.sha256[:16]))
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     lines = [f"`{capture.spec.function}` from {capture.notebook_name}: Python {frozen.python_version} "
@@ -196,7 +197,8 @@ def frozen_json(capture: Capture, frozen: FrozenEnvironment) -> str:
         "function": capture.spec.function, "notebook": capture.notebook_name,
         "python": frozen.python_version, "implementation": capture.interpreter.implementation,
         "machine": capture.interpreter.machine, "roots": sorted(frozen.roots),
-        "packages": [{"name": p.name, "version": p.version, "wheel": p.wheel, "sha256": p.sha256}
+        "packages": [{"name": p.name, "version": p.version, "wheel": p.wheel, "sha256": p.sha256,
+                      "source": p.source}
                      for p in sorted(frozen.pins, key=lambda p: canonical(p.name))],
         "unmapped_modules": list(frozen.unmapped_modules),
         "system_packages": [{"name": p.name, "version": p.version, "deb": p.deb, "sha256": p.sha256,

@@ -46,8 +46,9 @@ KNOWN_PACKAGES = {
     "libjpeg.so.62": "libjpeg62-turbo",
     "libpng16.so.16": "libpng16-16",
 }
-# What every glibc-based image has, for when no engine can be asked.
-_ALWAYS = re.compile(r"^(libc|libm|libdl|libpthread|librt|libutil|libresolv|libcrypt|ld-linux.*|libgcc_s|libz)\.so")
+# What every Debian-based image has (glibc, and the C++ runtime that apt itself needs).
+_ALWAYS = re.compile(r"^(libc|libm|libdl|libpthread|librt|libutil|libresolv|libcrypt|ld-linux.*|libgcc_s|libz"
+                     r"|libstdc\+\+)\.so")
 
 
 @dataclass
@@ -92,7 +93,8 @@ def wheel_needs(wheels: list[Path]) -> dict[str, list[str]]:
                 bundled.add(os.path.basename(member))
                 for soname in needed_libraries(archive.read(member)):
                     needs.setdefault(soname, []).append(member)
-    return {soname: users for soname, users in sorted(needs.items()) if soname not in bundled}
+    return {soname: users for soname, users in sorted(needs.items())
+            if soname not in bundled and not _ALWAYS.match(soname)}
 
 
 def inspect_base(engine: object | None, base_image: str) -> tuple[set[str], set[str]] | None:

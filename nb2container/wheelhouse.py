@@ -10,9 +10,13 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
+import urllib.parse
 from pathlib import Path
+from typing import Any
 
 from packaging.tags import Tag, compatible_tags, cpython_tags
 from packaging.utils import canonicalize_name, parse_wheel_filename
@@ -51,16 +55,26 @@ def target_tags(python_version: str, platform: str) -> list[Tag]:
     )
 
 
-def fetch(packages: dict[str, str], python_version: str, platform: str, progress: Progress) -> list[Pin]:
-    """One wheel per pinned package, downloaded (or taken from the cache), with its sha256."""
+def fetch(packages: dict[str, str], python_version: str, platform: str, progress: Progress,
+          direct_urls: dict[str, dict[str, Any]] | None = None) -> list[Pin]:
+    """One wheel per pinned package, downloaded (or taken from the cache), with its sha256.
+
+    Packages installed from a folder (editable or not) or from VCS (PEP 610 ``direct_urls``)
+    are built into wheels here instead: no index has them.
+    """
     folder = cache_dir()
     tags = target_tags(python_version, platform)
-    missing = [n for n, v in packages.items() if _best_wheel(folder, n, v, tags) is None]
+    built = {name: _build_direct(name, packages[name], record, platform, folder, progress)
+             for name, record in sorted((direct_urls or {}).items()) if name in packages}
+    missing = [n for n, v in packages.items()
+               if n not in built and _best_wheel(folder, n, v, tags) is None]
     if missing:
         progress.step(f"Downloading {len(missing)} wheel(s) for {platform}, Python {python_version}")
         _download(missing, packages, python_version, platform, folder)
-    pins = []
+    pins = [pin for pin in built.values()]
     for name, version in packages.items():
+        if name in built:
+            continue
         wheel = _best_wheel(folder, name, version, tags)
         if wheel is None:
             raise FreezeError(
@@ -70,6 +84,39 @@ def fetch(packages: dict[str, str], python_version: str, platform: str, progress
             )
         pins.append(Pin(name, version, wheel.name, hashlib.sha256(wheel.read_bytes()).hexdigest()))
     return pins
+
+
+def _build_direct(name: str, version: str, record: dict[str, Any], platform: str, folder: Path,
+                  progress: Progress) -> Pin:
+    """Build the wheel of a package installed from a folder or VCS, as installed in the kernel."""
+    url = str(record.get("url", ""))
+    vcs = record.get("vcs_info")
+    if vcs:
+        target, source = f"{vcs['vcs']}+{url}@{vcs.get('commit_id', '')}", f"vcs {url}@{vcs.get('commit_id', '')}"
+    elif url.startswith("file://"):
+        target = urllib.parse.unquote(url.removeprefix("file://"))
+        source = f"local {target}"
+    else:
+        target, source = url, f"url {url}"
+    progress.detail(f"building {name} {version} from {source.split(' ', 1)[1]} (not on the index)")
+    with tempfile.TemporaryDirectory(prefix="nb2container-wheel-") as scratch:
+        error = _pip([sys.executable, "-m", "pip", "wheel", "--no-deps", "--disable-pip-version-check",
+                      "-w", scratch, target])
+        wheels = list(Path(scratch).glob("*.whl"))
+        if error or len(wheels) != 1:
+            raise FreezeError(
+                f"{name} {version} was installed from {source.split(' ', 1)[1]}, not from the package "
+                f"index, and building its wheel failed ({error or 'no wheel'}). Make sure the folder "
+                "(or repository) still holds that version and builds with `pip wheel`, then build again."
+            )
+        wheel = wheels[0]
+        if not any(tag.platform == "any" for tag in parse_wheel_filename(wheel.name)[3]) and \
+                _ARCH.get(platform) != os.uname().machine:
+            raise FreezeError(f"{name} from {source.split(' ', 1)[1]} has compiled code, and this machine "
+                              f"cannot build it for {platform}. Build the image on a {platform} machine.")
+        shutil.copyfile(wheel, folder / wheel.name)  # replaces an older build of the same version
+    data = (folder / wheel.name).read_bytes()
+    return Pin(name, version, wheel.name, hashlib.sha256(data).hexdigest(), source)
 
 
 def _best_wheel(folder: Path, name: str, version: str, tags: list[Tag]) -> Path | None:

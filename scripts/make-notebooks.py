@@ -379,6 +379,18 @@ LIGHTGBM_MODEL = [
     new_code_cell("delivery_minutes(8.0, 6)"),
 ]
 
+# Issue 4: a package installed editable from a local folder (scripts/setup-dev.sh installs it).
+LOCAL_PACKAGE = [
+    new_markdown_cell("# A team's own package\n\n`pricing_rules` is installed with `pip install -e`: "
+                      "no index has it, so nb2container builds its wheel from the folder."),
+    new_code_cell("from pricing_rules import with_surcharge"),
+    new_code_cell("def quote(amount, region='east'):\n"
+                  "    return {'region': region, 'total': with_surcharge(amount, region)}",
+                  metadata={"tags": ["serve"]}),
+    new_code_cell("quote(100.0, 'north')"),
+    new_code_cell("quote(250.0)"),
+]
+
 NOTEBOOKS = {
     "house_prices.ipynb": (HOUSE_PRICES, None),
     "churn_helpers.ipynb": (CHURN_HELPERS, None),
@@ -395,6 +407,7 @@ NOTEBOOKS = {
     "printed_report.ipynb": (PRINTED_REPORT, None),
     "zero_arguments.ipynb": (ZERO_ARGUMENTS, None),
     "lightgbm_model.ipynb": (LIGHTGBM_MODEL, None),
+    "local_package.ipynb": (LOCAL_PACKAGE, None),
 }
 
 

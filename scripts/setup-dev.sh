@@ -9,10 +9,13 @@ if [ ! -x "$venv/bin/python" ]; then
     "$python" -m venv "$venv"
 fi
 stamp="$venv/.nb2c-installed"
-inputs=$(cat "$root/pyproject.toml" "$root/notebooks/requirements.txt" | sha256sum | cut -d' ' -f1)
+inputs=$(cat "$root/pyproject.toml" "$root/notebooks/requirements.txt" \
+    "$root/notebooks/packages/pricing_rules/pyproject.toml" | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$inputs" ]; then
     "$venv/bin/python" -m pip install -q --upgrade pip
     "$venv/bin/python" -m pip install -q -e "$root[test]" -r "$root/notebooks/requirements.txt"
+    # A team's own package, installed editable like a data scientist's (notebooks/local_package.ipynb).
+    "$venv/bin/python" -m pip install -q -e "$root/notebooks/packages/pricing_rules"
     echo "$inputs" > "$stamp"
 fi
 echo "dev environment ready: $venv ($("$venv/bin/python" -V))" >&2

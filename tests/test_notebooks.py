@@ -82,6 +82,10 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "packages": {"lightgbm", "scikit-learn"},
         "system_packages": {"libgomp1"},
     },
+    "local_package.ipynb": {  # installed editable from notebooks/packages/pricing_rules: built here
+        "function": "quote",
+        "packages": {"pricing-rules"},
+    },
     "hidden_state.ipynb": {
         "function": "keyword_score",
         "formats": {"tokens": "cloudpickle"},  # defined by %run: no cell has its source
