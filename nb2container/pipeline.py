@@ -182,12 +182,12 @@ def test_image(options: Options, image_reference: str, progress: Progress) -> Bu
 
 def smoke(engine: Engine, image: BuiltImage, capture: Capture, options: Options,
           progress: Progress) -> SmokeReport:
+    replayed = sum(example.source == "cell" for example in capture.examples)
     if not capture.examples:
         progress.warn(f"no call of `{capture.spec.function}` was recorded, so only the health "
                       "check runs; call it in a cell (or pass --example) to have the image checked")
-    elif capture.calls_total > sum(e.source == "cell" for e in capture.examples):
-        progress.warn(f"{capture.calls_total} calls were made; the first "
-                      f"{sum(e.source == 'cell' for e in capture.examples)} are replayed")
+    elif capture.calls_total > replayed:
+        progress.warn(f"{capture.calls_total} calls were made; the first {replayed} are replayed")
     return smoke_test(engine, image.id, capture.examples, capture.spec.function, options.port,
                       options.rel_tol, options.abs_tol, progress, gpus=options.gpus)
 

@@ -91,12 +91,12 @@ def render(capture: Capture, frozen: FrozenEnvironment, folder: Path, tag: str, 
     (folder / "app/spec.json").write_text(json.dumps(_spec(capture, frozen), indent=2, sort_keys=True) + "\n")
     document = openapi.document(capture, frozen.python_version)
     (folder / "app/openapi.json").write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
-    _copy_files(capture.artifacts_dir, folder / "artifacts", [a.file for a in capture.spec.artifacts])
+    link_or_copy(capture.artifacts_dir, folder / "artifacts", [a.file for a in capture.spec.artifacts])
     if capture.spec.files:
-        _copy_files(capture.files_dir, folder / "files", [f.image_path.lstrip("/") for f in capture.spec.files])
-    _copy_files(cache_dir(), folder / "wheels", [pin.wheel for pin in frozen.pins])
+        link_or_copy(capture.files_dir, folder / "files", [f.image_path.lstrip("/") for f in capture.spec.files])
+    link_or_copy(cache_dir(), folder / "wheels", [pin.wheel for pin in frozen.pins])
     if frozen.system_packages:
-        _copy_files(cache_dir().parent / "debs", folder / "debs", [p.deb for p in frozen.system_packages])
+        link_or_copy(cache_dir().parent / "debs", folder / "debs", [p.deb for p in frozen.system_packages])
         (folder / "debs/SHA256SUMS").write_text("".join(
             f"{p.sha256}  {p.deb}\n" for p in sorted(frozen.system_packages, key=lambda p: p.deb)))
     (folder / MARKER).write_text(f"rendered by nb2container {nb2container.__version__}\n")
@@ -114,7 +114,8 @@ def _prepare(folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
 
 
-def _copy_files(source: Path, target: Path, names: list[str]) -> None:
+def link_or_copy(source: Path, target: Path, names: list[str]) -> None:
+    """``names`` from ``source`` into ``target``: hard links where possible (big wheels, no copy)."""
     target.mkdir(parents=True, exist_ok=True)
     for name in sorted(names):
         (target / name).parent.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ import nbformat
 from nb2container import wheelhouse
 from nb2container.engine import Engine
 from nb2container.progress import Progress
-from nb2container.render import environment
+from nb2container.render import environment, link_or_copy
 
 TOOLS = ["nbval", "ipykernel"]
 _SKIPPED_DIRS = {".git", ".venv", "venv", "build", "__pycache__", "node_modules", ".ipynb_checkpoints"}
@@ -74,9 +74,7 @@ def verify_notebook(
     pins = wheelhouse.resolve(TOOLS, python_version, platform, progress)
     with tempfile.TemporaryDirectory(prefix="nb2container-verify-") as folder:
         context = Path(folder)
-        (context / "wheels").mkdir()
-        for pin in pins:
-            (context / "wheels" / pin.wheel).write_bytes((wheelhouse.cache_dir() / pin.wheel).read_bytes())
+        link_or_copy(wheelhouse.cache_dir(), context / "wheels", [pin.wheel for pin in pins])
         (context / "requirements.lock").write_text("".join(
             f"{pin.name}=={pin.version} --hash=sha256:{pin.sha256}\n" for pin in sorted(pins, key=lambda p: p.name)))
         (context / "Dockerfile").write_text(environment().get_template("Dockerfile.verify.j2").render(image=image_id))

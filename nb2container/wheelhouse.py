@@ -71,7 +71,7 @@ def fetch(packages: dict[str, str], python_version: str, platform: str, progress
     if missing:
         progress.step(f"Downloading {len(missing)} wheel(s) for {platform}, Python {python_version}")
         _download(missing, packages, python_version, platform, folder)
-    pins = [pin for pin in built.values()]
+    pins = list(built.values())
     for name, version in packages.items():
         if name in built:
             continue

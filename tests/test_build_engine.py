@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import platform
-import time
 import urllib.request
 from pathlib import Path
 
@@ -12,7 +11,8 @@ import docker
 import nbformat
 
 from nb2container.compare import parse_display_text
-from nb2container.engine import free_port
+from nb2container.engine import Engine
+from nb2container.smoke import post_json
 from tests.conftest import NOTEBOOKS, Built, run_cli
 
 
@@ -65,48 +65,25 @@ def test_image_has_the_kernels_python_and_the_locks_versions(
     assert run("id", "-u").strip() == "10001"
 
 
-def test_running_image_answers_like_the_notebook(
-    house_build: Built, docker_client: docker.DockerClient
-) -> None:
-    port = free_port()
-    container = docker_client.containers.run(house_build.tag, detach=True,
-                                             ports={"8000/tcp": ("127.0.0.1", port)})
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(base + "/ready", timeout=2):
-                    break
-            except OSError:
-                time.sleep(0.3)
+def test_running_image_answers_like_the_notebook(house_build: Built) -> None:
+    with Engine().serve(house_build.tag, 8000) as running:  # waits until /ready answers 200
+        base = running.url
         with urllib.request.urlopen(base + "/health", timeout=5) as response:
             assert response.status == 200
         with urllib.request.urlopen(base + "/openapi.json", timeout=5) as response:
             served = json.loads(response.read())
         assert served == json.loads((house_build.folder / "app/openapi.json").read_text())
-        body = json.dumps({"area_sqft": 1500, "num_bedrooms": 3}).encode()
-        request = urllib.request.Request(base + "/predict", data=body,
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=10) as response:
-            answer = json.loads(response.read())
-        assert answer["result"] == parse_display_text(stored_output(6))
-        bad = urllib.request.Request(base + "/predict", data=b"{not json",
+        status, answer = post_json(base + "/predict", {"area_sqft": 1500, "num_bedrooms": 3})
+        assert status == 200 and answer["result"] == parse_display_text(stored_output(6))
+        bad = urllib.request.Request(base + "/predict", data=b"{not json",  # raw: post_json sends JSON
                                      headers={"Content-Type": "application/json"})
         try:
             urllib.request.urlopen(bad, timeout=5)
             raise AssertionError("malformed JSON was accepted")
         except urllib.error.HTTPError as error:
             assert error.code == 400 and "error" in json.loads(error.read())
-        unknown = urllib.request.Request(base + "/predict", data=b'{"area_sqft": 1, "rooms": 2}',
-                                         headers={"Content-Type": "application/json"})
-        try:
-            urllib.request.urlopen(unknown, timeout=5)
-            raise AssertionError("an unknown argument was accepted")
-        except urllib.error.HTTPError as error:
-            assert error.code == 422 and "rooms" in json.loads(error.read())["error"]
-    finally:
-        container.remove(force=True)
+        status, answer = post_json(base + "/predict", {"area_sqft": 1, "rooms": 2})
+        assert status == 422 and "rooms" in answer["error"]
 
 
 def test_edited_stored_output_is_reported_stale_not_as_a_container_mismatch(
