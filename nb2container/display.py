@@ -11,10 +11,10 @@ import html
 import re
 import time
 
-from nb2container.model import SmokeCase
+from nb2container.cuda import describe
+from nb2container.model import Cuda, SmokeCase
 from nb2container.report import (
     BuildReport,
-    cuda_summary,
     short_value,
     shown_expected,
     shown_value,
@@ -129,7 +129,7 @@ class Containerized:
             ("function", report.function),
             ("Python", report.python),
             ("packages", f"{len(report.packages)} locked"),
-            ("CUDA", cuda_summary(report.packages)),
+            ("CUDA", describe(Cuda(**report.cuda) if report.cuda else None)),
             ("artifacts", ", ".join(f"{a['name']} ({a['format']})" for a in report.artifacts) or "none"),
             ("data files", ", ".join(f["path"] for f in report.files) or "none"),
             ("bound", ", ".join(f"{p} = {g}" for p, g in sorted(report.interface.get("bound", {}).items()))

@@ -125,6 +125,19 @@ class SystemPackage:
 
 
 @dataclass(frozen=True)
+class Cuda:
+    """The CUDA the image needs (see cuda.py); absent for a CPU-only image."""
+
+    version: str  # MAJOR.MINOR of the runtime
+    source: str  # "pip": NVIDIA's wheels in the lock; "system": taken from an nvidia/cuda image
+    shipped: str  # what provides it: "nvidia-cuda-runtime-cu12 12.1.105", "the system CUDA 12.2.2"
+    frameworks: tuple[str, ...] = ()  # "torch 2.3.0+cu121 (built for CUDA 12.1)"
+    base: str | None = None  # the nvidia/cuda image the libraries come from (source "system")
+    cudnn: bool = False  # the system's cuDNN comes along too
+    driver: str | None = None  # the kernel's driver and GPUs, when nvidia-smi answered
+
+
+@dataclass(frozen=True)
 class FrozenEnvironment:
     python_version: str
     pins: tuple[Pin, ...]
@@ -132,6 +145,7 @@ class FrozenEnvironment:
     unmapped_modules: tuple[str, ...] = ()
     system_packages: tuple[SystemPackage, ...] = ()
     unplaced_libraries: tuple[str, ...] = ()  # sonames needed that no package could be found for
+    cuda: Cuda | None = None
 
     @property
     def packages(self) -> dict[str, str]:

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from nb2container import drift, freeze, notebook, render, system_libs, wheelhouse
+from nb2container import cuda, drift, freeze, notebook, render, system_libs, wheelhouse
 from nb2container.captured import parse_examples
 from nb2container.engine import Engine
 from nb2container.errors import BuildError, UsageError
@@ -100,8 +100,14 @@ def _freeze(capture: Capture, options: Options, progress: Progress) -> FrozenEnv
     pins = wheelhouse.fetch(closure.packages, capture.interpreter.python_version,
                             options.platform, progress, closure.direct_urls)
     system = _system_packages(pins, capture.interpreter.python_version, progress)
+    needs = cuda.decide(cuda.probe(capture.interpreter.executable), closure.packages)
+    progress.detail(f"CUDA: {cuda.describe(needs)}")
+    if needs and not options.gpus:
+        progress.warn(f"the image needs CUDA {needs.version}, and the smoke test runs without a GPU "
+                      "unless you pass --gpus all (or a count)")
     return FrozenEnvironment(capture.interpreter.python_version, tuple(pins), closure.roots,
-                             closure.unmapped_modules, tuple(system.packages), tuple(system.unplaced))
+                             closure.unmapped_modules, tuple(system.packages), tuple(system.unplaced),
+                             needs)
 
 
 def _system_packages(pins: list[Pin], python_version: str, progress: Progress) -> SystemNeeds:
@@ -133,7 +139,8 @@ def _freeze_and_render(capture: Capture, options: Options, progress: Progress) -
     folder = options.output or Path("build") / function
     progress.step(f"Rendering the build folder {folder} (Python {frozen.python_version}, "
                   f"{len(pins)} packages, {len(capture.spec.artifacts)} artifact(s))")
-    render.render(capture, frozen, folder, tag, options.port, options.rel_tol, options.abs_tol)
+    render.render(capture, frozen, folder, tag, options.port, options.rel_tol, options.abs_tol,
+                  options.platform, options.gpus)
     return Rendered(capture, frozen, folder, tag)
 
 
@@ -143,6 +150,7 @@ def run(options: Options, progress: Progress, capturer: Capturer | None = None) 
     report = _report(rendered.capture)
     report.packages, report.folder = rendered.frozen.packages, str(rendered.folder)
     report.system_packages = {p.name: p.version for p in rendered.frozen.system_packages}
+    report.cuda = asdict(rendered.frozen.cuda) if rendered.frozen.cuda else None
     if options.no_build:
         return _written(report, options)
     engine = Engine()

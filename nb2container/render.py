@@ -26,6 +26,8 @@ from nb2container.runtime import codecs, server
 from nb2container.wheelhouse import cache_dir
 
 MARKER = ".nb2container"
+# Debian's and Ubuntu's library folder for each platform (where nvidia/cuda keeps cuDNN).
+MULTIARCH = {"linux/amd64": "x86_64-linux-gnu", "linux/arm64": "aarch64-linux-gnu"}
 
 
 def templates_dir() -> Path:
@@ -66,10 +68,13 @@ def default_tag(notebook: Path | None, function: str) -> str:
 
 
 def render(capture: Capture, frozen: FrozenEnvironment, folder: Path, tag: str, port: int,
-           rel_tol: float = 1e-6, abs_tol: float = 1e-9) -> Path:
+           rel_tol: float = 1e-6, abs_tol: float = 1e-9, platform: str = "linux/amd64",
+           gpus: str | None = None) -> Path:
     """Write the build folder; returns it. Replaces a folder nb2container rendered before."""
     _prepare(folder)
-    context = {**_context(capture, frozen, tag, port), "rel_tol": rel_tol, "abs_tol": abs_tol}
+    context = {**_context(capture, frozen, tag, port), "rel_tol": rel_tol, "abs_tol": abs_tol,
+               "multiarch": MULTIARCH.get(platform, "x86_64-linux-gnu"),
+               "gpus_flag": f"--gpus {gpus or 'all'} " if frozen.cuda else ""}
     env = environment()
     outputs = {
         "Dockerfile": "Dockerfile.j2",
@@ -148,6 +153,7 @@ def _context(capture: Capture, frozen: FrozenEnvironment, tag: str, port: int) -
         "formats": sorted({a.format for a in spec.artifacts}),
         "files": sorted(spec.files, key=lambda f: f.image_path),
         "system_packages": sorted(frozen.system_packages, key=lambda p: p.name),
+        "cuda": frozen.cuda,
         "workdir": IMAGE_WORKDIR,
         "example_body": json.dumps(example.body if example else {}),
         "bound": sorted(spec.bound.items()),

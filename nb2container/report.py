@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
 
 from packaging.utils import canonicalize_name as canonical
 
+from nb2container.cuda import describe
 from nb2container.model import Capture, FrozenEnvironment, SmokeCase, SmokeReport
 
 
@@ -31,6 +32,7 @@ class BuildReport:
     interface: dict[str, Any] = field(default_factory=dict)  # codecs, bound parameters, prints
     verify: Any = None  # verify.VerifyReport, with --verify-notebook
     system_packages: dict[str, str] = field(default_factory=dict)  # Debian packages added for libraries
+    cuda: dict[str, Any] | None = None  # model.Cuda as a dict; None: CPU only
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -42,6 +44,7 @@ class BuildReport:
             "python": self.python,
             "packages": self.packages,
             "system_packages": self.system_packages,
+            "cuda": self.cuda,
             "build_folder": self.folder,
             "artifacts": self.artifacts,
             "files": self.files,
@@ -155,13 +158,6 @@ def where_label(case: SmokeCase) -> str:
     return f"[{case.execution_count}]" if case.execution_count else "example"
 
 
-def cuda_summary(packages: dict[str, str]) -> str:
-    """CUDA as the lock carries it (NVIDIA's pip wheels), or that the image is CPU only."""
-    runtime = next((f"{name} {version}" for name, version in sorted(packages.items())
-                    if name.startswith("nvidia-cuda-runtime")), None)
-    return f"from pip wheels ({runtime})" if runtime else "none (CPU only)"
-
-
 def _fit(text: str, width: int) -> str:
     return text.ljust(width) if len(text) <= width else text[: width - 1] + "…"
 
@@ -182,6 +178,7 @@ def frozen_table(capture: Capture, frozen: FrozenEnvironment) -> str:
         lines.append("  ".join(value.ljust(widths[i]) for i, value in enumerate(row)).rstrip())
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
+    lines.append(f"\nCUDA: {describe(frozen.cuda)}")
     for package in frozen.system_packages:
         lines.append(f"\nsystem package {package.name} {package.version}: {'; '.join(package.needed_by)}")
     if frozen.unplaced_libraries:
@@ -204,4 +201,5 @@ def frozen_json(capture: Capture, frozen: FrozenEnvironment) -> str:
         "system_packages": [{"name": p.name, "version": p.version, "deb": p.deb, "sha256": p.sha256,
                              "needed_by": list(p.needed_by)} for p in frozen.system_packages],
         "unplaced_libraries": list(frozen.unplaced_libraries),
+        "cuda": asdict(frozen.cuda) if frozen.cuda else None,
     }, indent=2)

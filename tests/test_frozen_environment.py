@@ -34,6 +34,7 @@ def test_freeze_lists_python_and_the_locked_packages() -> None:
     assert all(len(p["sha256"]) == 64 for p in frozen["packages"])
     table = run_cli("freeze", NOTEBOOKS / "house_prices.ipynb").stdout
     assert "Python " + platform.python_version() in table and "scikit-learn" in table and "imported" in table
+    assert frozen["cuda"] is None and "CUDA: none (CPU only)" in table
 
 
 def test_rendering_twice_gives_identical_folders(tmp_path: Path) -> None:
