@@ -18,6 +18,13 @@ _HINTS = {"int": {"type": "integer"}, "float": {"type": "number"}, "str": {"type
           "bool": {"type": "boolean"}, "list": {"type": "array"}, "dict": {"type": "object"}}
 
 
+def json_type(annotation: str | None, codec: dict[str, Any]) -> str | None:
+    """The JSON type a parameter's type hint asks for (the server checks it), if plain JSON."""
+    if codec.get("kind", "json") != "json" or annotation not in _HINTS:
+        return None
+    return str(_HINTS[annotation]["type"])
+
+
 def document(capture: Capture, python_version: str) -> dict[str, Any]:
     spec = capture.spec
     example = next((e for e in capture.examples if e.replayable), None)
@@ -30,8 +37,9 @@ def document(capture: Capture, python_version: str) -> dict[str, Any]:
         codec = params.get(parameter.name, {"kind": "json"})
         sample = first_body.get(parameter.name) if isinstance(first_body, dict) else None
         schema = json_schema(codec, sample)
-        if codec.get("kind") == "json" and parameter.annotation in _HINTS:
-            schema.update(_HINTS[parameter.annotation])
+        wanted = json_type(parameter.annotation, codec)
+        if wanted:
+            schema["type"] = wanted
         if parameter.has_default:
             schema["description"] = f"default {parameter.default}"
         else:
@@ -64,16 +72,22 @@ def document(capture: Capture, python_version: str) -> dict[str, Any]:
                     "200": {"description": "the function's answer",
                             "content": {"application/json": {"schema": answer}}},
                     "400": _error("the body is not JSON, or neither an object nor an array"),
-                    "413": _error("the body is larger than the limit"),
-                    "422": _error("the arguments do not fit the function"),
+                    "405": _error("only POST"),
+                    "413": _error("the body is larger than the limit (NB2C_MAX_BODY_BYTES)"),
+                    "422": _error("the arguments do not fit the function: unknown, missing, or of "
+                                  "another type than the type hints say"),
                     "500": _error("the function raised; the error_id is in the container's log"),
                     "503": _error("the model is still loading"),
+                    "504": _error("the call ran past the timeout (NB2C_TIMEOUT) and was stopped"),
                 }}},
             "/health": {"get": {"summary": "liveness", "responses": {"200": {"description": "alive"}}}},
             "/ready": {"get": {"summary": "readiness", "responses": {
                 "200": {"description": "ready"}, "503": {"description": "still loading"}}}},
             "/metadata": {"get": {"summary": "function, signature, versions, source notebook",
                                   "responses": {"200": {"description": "metadata"}}}},
+            "/metrics": {"get": {"summary": "Prometheus metrics: requests, errors, latency, batch sizes",
+                                 "responses": {"200": {"description": "Prometheus text format",
+                                                       "content": {"text/plain": {}}}}}},
         },
     }
 

@@ -34,6 +34,9 @@ class Options:
     examples: tuple[str, ...] = ()  # extra calls as JSON bodies (--example)
     bind: tuple[str, ...] = ()  # parameters the server supplies with the notebook's object (--bind)
     no_bind: bool = False  # never infer bound parameters
+    batch: str | None = None  # micro-batching of model calls: "auto" or "model.predict,..." (--batch)
+    batch_max_size: int = 64
+    batch_max_wait_ms: float = 5.0
     debug: bool = False
 
     @classmethod
@@ -90,6 +93,16 @@ FLAGS: tuple[Flag, ...] = (
         "help": "parameters the server fills with the notebook's object (a model passed as an "
                 "argument); inferred when every call passes the same object with no JSON form"}),
     Flag(("--no-bind",), _ALL, {"action": "store_true", "help": "never infer bound parameters"}),
+    Flag(("--batch",), _BUILDS, {
+        "nargs": "?", "const": "auto", "metavar": "OBJECT.METHOD[,...]",
+        "help": "micro-batch the model calls of concurrent requests: `auto` (the default when given "
+                "alone) batches predict/predict_proba/... of the notebook's saved objects; or name "
+                "them, e.g. model.predict"}),
+    Flag(("--batch-max-size",), _BUILDS, {"type": int, "default": 64, "metavar": "N",
+                                          "help": "most requests in one batch (default 64)"}),
+    Flag(("--batch-max-wait-ms",), _BUILDS, {"type": float, "default": 5.0, "metavar": "MS",
+                                             "help": "longest a call waits for others to join its "
+                                                     "batch (default 5 ms; a lone call never waits)"}),
     Flag(("--report",), _SMOKES, {"type": Path, "help": "write the JSON report here"}),
     Flag(("--junit",), _SMOKES, {"type": Path, "metavar": "FILE",
                                  "help": "write the smoke test (and --verify-notebook) as JUnit XML"}),

@@ -29,12 +29,21 @@ from nb2container.verify import VerifyReport, verify_notebook
 Capturer = Callable[[Path], Capture]
 
 
+# The image's HTTP server, pinned so that the same capture renders the same folder.
+SERVER_REQUIREMENTS = ["gunicorn==27.0.1", "prometheus-client==0.26.0"]
+
+
 @dataclass(frozen=True)
 class Rendered:
     capture: Capture
     frozen: FrozenEnvironment
     folder: Path
     tag: str
+
+
+def server_runtime(python_version: str, platform: str, progress: Progress) -> list[Pin]:
+    """The server's wheels, resolved for the image (installed beside the frozen environment)."""
+    return wheelhouse.resolve(SERVER_REQUIREMENTS, python_version, platform, progress)
 
 
 @contextmanager
@@ -139,8 +148,8 @@ def _freeze_and_render(capture: Capture, options: Options, progress: Progress) -
     folder = options.output or Path("build") / function
     progress.step(f"Rendering the build folder {folder} (Python {frozen.python_version}, "
                   f"{len(pins)} packages, {len(capture.spec.artifacts)} artifact(s))")
-    render.render(capture, frozen, folder, tag, options.port, options.rel_tol, options.abs_tol,
-                  options.platform, options.gpus)
+    server_pins = server_runtime(frozen.python_version, options.platform, progress)
+    render.render(capture, frozen, server_pins, folder, tag, options)
     return Rendered(capture, frozen, folder, tag)
 
 

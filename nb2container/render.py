@@ -21,8 +21,9 @@ import nb2container
 from nb2container import compare, openapi
 from nb2container.errors import UsageError
 from nb2container.kernel.files import IMAGE_WORKDIR
-from nb2container.model import Capture, FrozenEnvironment
-from nb2container.runtime import codecs, server
+from nb2container.model import Capture, FrozenEnvironment, Pin
+from nb2container.options import Options
+from nb2container.runtime import batching, codecs, serve, server
 from nb2container.wheelhouse import cache_dir
 
 MARKER = ".nb2container"
@@ -67,19 +68,22 @@ def default_tag(notebook: Path | None, function: str) -> str:
     return f"{name}:latest"
 
 
-def render(capture: Capture, frozen: FrozenEnvironment, folder: Path, tag: str, port: int,
-           rel_tol: float = 1e-6, abs_tol: float = 1e-9, platform: str = "linux/amd64",
-           gpus: str | None = None) -> Path:
+def render(capture: Capture, frozen: FrozenEnvironment, server_pins: list[Pin], folder: Path, tag: str,
+           options: Options) -> Path:
     """Write the build folder; returns it. Replaces a folder nb2container rendered before."""
     _prepare(folder)
-    context = {**_context(capture, frozen, tag, port), "rel_tol": rel_tol, "abs_tol": abs_tol,
-               "multiarch": MULTIARCH.get(platform, "x86_64-linux-gnu"),
-               "gpus_flag": f"--gpus {gpus or 'all'} " if frozen.cuda else ""}
+    context = {**_context(capture, frozen, tag, options.port), "rel_tol": options.rel_tol,
+               "abs_tol": options.abs_tol, "multiarch": MULTIARCH.get(options.platform, "x86_64-linux-gnu"),
+               "gpus_flag": f"--gpus {options.gpus or 'all'} " if frozen.cuda else "",
+               "server_pins": sorted(server_pins, key=lambda p: p.name),
+               "batch": options.batch, "batch_max_size": options.batch_max_size,
+               "batch_max_wait_ms": f"{options.batch_max_wait_ms:g}"}
     env = environment()
     outputs = {
         "Dockerfile": "Dockerfile.j2",
         "README.md": "README.md.j2",
         "requirements.lock": "requirements.lock.j2",
+        "server.lock": "server.lock.j2",
         ".dockerignore": "dockerignore.j2",
         "app/notebook_function.py": "notebook_function.py.j2",
         "tests/test_golden.py": "test_golden.py.j2",
@@ -89,8 +93,8 @@ def render(capture: Capture, frozen: FrozenEnvironment, folder: Path, tag: str, 
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(env.get_template(template).render(context))
     compile((folder / "app/notebook_function.py").read_text(), "notebook_function.py", "exec")
-    shutil.copyfile(server.__file__, folder / "app/nb2c_server.py")
-    shutil.copyfile(codecs.__file__, folder / "app/nb2c_codecs.py")
+    for module in (server, serve, batching, codecs):  # the runtime, importable beside the function
+        shutil.copyfile(str(module.__file__), folder / f"app/nb2c_{module.__name__.rsplit('.', 1)[1]}.py")
     shutil.copyfile(compare.__file__, folder / "tests/nb2c_compare.py")
     (folder / "tests/golden_calls.json").write_text(json.dumps(golden_calls(capture), indent=2) + "\n")
     (folder / "app/spec.json").write_text(json.dumps(_spec(capture, frozen), indent=2, sort_keys=True) + "\n")
@@ -100,6 +104,7 @@ def render(capture: Capture, frozen: FrozenEnvironment, folder: Path, tag: str, 
     if capture.spec.files:
         link_or_copy(capture.files_dir, folder / "files", [f.image_path.lstrip("/") for f in capture.spec.files])
     link_or_copy(cache_dir(), folder / "wheels", [pin.wheel for pin in frozen.pins])
+    link_or_copy(cache_dir(), folder / "server-wheels", [pin.wheel for pin in server_pins])
     if frozen.system_packages:
         link_or_copy(cache_dir().parent / "debs", folder / "debs", [p.deb for p in frozen.system_packages])
         (folder / "debs/SHA256SUMS").write_text("".join(
@@ -182,6 +187,8 @@ def _spec(capture: Capture, frozen: FrozenEnvironment) -> dict[str, Any]:
         "function": spec.function,
         "signature": spec.signature,
         "parameters": [asdict(p) for p in spec.parameters],
+        "json_types": _json_types(capture),
+        "artifacts": [{"name": a.name, "type": a.type} for a in sorted(spec.artifacts, key=lambda a: a.name)],
         "is_async": spec.is_async,
         "codecs": spec.codecs,
         "bound": spec.bound,
@@ -192,3 +199,12 @@ def _spec(capture: Capture, frozen: FrozenEnvironment) -> dict[str, Any]:
         "notebook_sha256": capture.notebook_sha256,
         "nb2container": nb2container.__version__,
     }
+
+
+def _json_types(capture: Capture) -> dict[str, str]:
+    """Parameters whose type hints ask for a plain JSON type: the server answers 422 otherwise."""
+    spec = capture.spec
+    params = spec.codecs.get("params", {})
+    found = {p.name: openapi.json_type(p.annotation, params.get(p.name, {"kind": "json"}))
+             for p in spec.parameters if p.name not in spec.bound}
+    return {name: wanted for name, wanted in sorted(found.items()) if wanted}

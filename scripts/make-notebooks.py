@@ -391,6 +391,36 @@ LOCAL_PACKAGE = [
     new_code_cell("quote(250.0)"),
 ]
 
+# Issue 6: what the server must survive. Type hints the server checks, a function that raises on
+# bad input, calls that run long (a Python loop, and a sleep in C that ignores interruption),
+# and an object whose loading takes seconds, as a large model's does.
+SERVING_FAULTS = [
+    new_markdown_cell("# Serving faults\n\n`score` has type hints, raises on a negative value, can run "
+                      "long on purpose, and needs `calibration`, which takes two seconds to load."),
+    new_code_cell("import time"),
+    new_code_cell("class SlowToLoad:\n"
+                  "    \"\"\"Stands in for a large model: unpickling it takes `seconds`.\"\"\"\n"
+                  "    def __init__(self, factor, seconds):\n"
+                  "        self.factor, self.seconds = factor, seconds\n"
+                  "    def __setstate__(self, state):\n"
+                  "        self.__dict__.update(state)\n"
+                  "        time.sleep(self.seconds)\n"
+                  "\n"
+                  "calibration = SlowToLoad(factor=2.0, seconds=2.0)"),
+    new_code_cell("def score(x: float, wait: float = 0.0, busy: bool = False) -> float:\n"
+                  "    if x < 0:\n"
+                  "        raise ValueError(f'x must not be negative, got {x}')\n"
+                  "    end = time.monotonic() + wait\n"
+                  "    while busy and time.monotonic() < end:\n"
+                  "        pass  # a long computation in Python\n"
+                  "    if not busy:\n"
+                  "        time.sleep(wait)  # a long call in C\n"
+                  "    return x * calibration.factor",
+                  metadata={"tags": ["serve"]}),
+    new_code_cell("score(1.5)"),
+    new_code_cell("score(4.0, wait=0.01)"),
+]
+
 NOTEBOOKS = {
     "house_prices.ipynb": (HOUSE_PRICES, None),
     "churn_helpers.ipynb": (CHURN_HELPERS, None),
@@ -408,6 +438,7 @@ NOTEBOOKS = {
     "zero_arguments.ipynb": (ZERO_ARGUMENTS, None),
     "lightgbm_model.ipynb": (LIGHTGBM_MODEL, None),
     "local_package.ipynb": (LOCAL_PACKAGE, None),
+    "serving_faults.ipynb": (SERVING_FAULTS, None),
 }
 
 

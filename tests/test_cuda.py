@@ -22,7 +22,7 @@ import docker
 import pytest
 
 from nb2container import cuda, pipeline, render
-from nb2container.model import Capture, FrozenEnvironment
+from nb2container.model import Capture, FrozenEnvironment, Pin
 from nb2container.options import Options
 from nb2container.progress import SilentProgress
 from tests.conftest import NOTEBOOKS
@@ -90,23 +90,27 @@ def test_probe_reads_real_nvidia_wheels_and_framework_files(tmp_path: Path) -> N
     assert cuda.decide(facts, {"numpy": "2.0.0"}) is None
 
 
+Captured = tuple[Capture, FrozenEnvironment, list[Pin]]
+
+
 @pytest.fixture(scope="module")
-def stdlib_capture(tmp_path_factory: pytest.TempPathFactory) -> tuple[Capture, FrozenEnvironment]:
+def stdlib_capture(tmp_path_factory: pytest.TempPathFactory) -> Captured:
     """A real capture and freeze of a notebook that needs no package, rendered per environment below."""
     options = Options(notebook=NOTEBOOKS / "zero_arguments.ipynb")
     progress = SilentProgress()
     capture = pipeline.capture_function(pipeline.notebook_capturer(options, progress), progress,
                                         tmp_path_factory.mktemp("staging"))
-    return capture, pipeline._freeze(capture, options, progress)
+    frozen = pipeline._freeze(capture, options, progress)
+    return capture, frozen, pipeline.server_runtime(frozen.python_version, options.platform, progress)
 
 
-def rendered_with(capture_and_frozen: tuple[Capture, FrozenEnvironment], name: str | None, folder: Path) -> Path:
-    capture, frozen = capture_and_frozen
-    return render.render(capture, replace(frozen, cuda=recorded(name) if name else None), folder,
-                         "nb2c-test/rendered:latest", 8080)
+def rendered_with(captured: Captured, name: str | None, folder: Path) -> Path:
+    capture, frozen, server_pins = captured
+    return render.render(capture, replace(frozen, cuda=recorded(name) if name else None), server_pins,
+                         folder, "nb2c-test/rendered:latest", Options(notebook=None, port=8080))
 
 
-def test_this_cpu_machine_renders_no_cuda(stdlib_capture: tuple[Capture, FrozenEnvironment], tmp_path: Path) -> None:
+def test_this_cpu_machine_renders_no_cuda(stdlib_capture: Captured, tmp_path: Path) -> None:
     assert stdlib_capture[1].cuda is None  # the real probe on this machine (no GPU, no CUDA)
     folder = rendered_with(stdlib_capture, None, tmp_path / "cpu")
     dockerfile, readme = (folder / "Dockerfile").read_text(), (folder / "README.md").read_text()
@@ -115,7 +119,7 @@ def test_this_cpu_machine_renders_no_cuda(stdlib_capture: tuple[Capture, FrozenE
 
 
 def test_pip_cuda_renders_the_slim_base_and_the_toolkit_variables(
-    stdlib_capture: tuple[Capture, FrozenEnvironment], tmp_path: Path
+    stdlib_capture: Captured, tmp_path: Path
 ) -> None:
     folder = rendered_with(stdlib_capture, "torch_cuda12_wheels", tmp_path / "pip")
     dockerfile, readme = (folder / "Dockerfile").read_text(), (folder / "README.md").read_text()
@@ -129,7 +133,7 @@ def test_pip_cuda_renders_the_slim_base_and_the_toolkit_variables(
 
 
 def test_system_cuda_renders_nvidias_runtime_libraries_on_the_exact_python(
-    stdlib_capture: tuple[Capture, FrozenEnvironment], tmp_path: Path
+    stdlib_capture: Captured, tmp_path: Path
 ) -> None:
     folder = rendered_with(stdlib_capture, "tensorflow_system_cuda_cudnn", tmp_path / "system")
     dockerfile = (folder / "Dockerfile").read_text()
@@ -158,7 +162,7 @@ def _stand_in_cuda_base(client: docker.DockerClient, tag: str, work: Path) -> No
 
 
 def test_system_cuda_image_builds_and_loads_the_cuda_runtime(
-    stdlib_capture: tuple[Capture, FrozenEnvironment], docker_client: docker.DockerClient, tmp_path: Path
+    stdlib_capture: Captured, docker_client: docker.DockerClient, tmp_path: Path
 ) -> None:
     found = recorded("cupy_system_cuda")
     assert found is not None and found.base

@@ -22,6 +22,7 @@ ALL = sorted(path.name for path in NOTEBOOKS.glob("*.ipynb"))
 # What each notebook must show beyond a passing smoke test.
 EXPECTED: dict[str, dict[str, Any]] = {
     "house_prices.ipynb": {"function": "predict_price", "formats": {"model": "joblib"}},
+    "serving_faults.ipynb": {"function": "score", "formats": {"calibration": "cloudpickle"}},
     "churn_helpers.ipynb": {
         "function": "churn_risk",
         "formats": {"encoder": "cloudpickle", "model": "joblib"},

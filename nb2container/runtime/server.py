@@ -1,8 +1,10 @@
-"""The HTTP server nb2container puts in the image, next to the generated module.
+"""The WSGI application nb2container puts in the image, next to the generated module.
 
-Standard library only, so that it cannot change any version of the frozen environment.
-Arguments are restored and results encoded by the codecs beside it (``nb2c_codecs.py``,
-the same module the kernel used to record the notebook's calls).
+gunicorn serves it (``nb2c_serve.py`` starts it). This module needs nothing beyond the
+standard library and prometheus_client, and both server libraries live outside the frozen
+environment, so nothing here can change a version of the notebook's packages. Arguments are
+restored and results encoded by the codecs beside it (``nb2c_codecs.py``, the same module the
+kernel used to record the notebook's calls).
 
     POST /predict      JSON object (argument name -> value) or array (positional arguments);
                        answers {"result": ...}, plus "stdout" for functions that print
@@ -10,51 +12,64 @@ the same module the kernel used to record the notebook's calls).
     GET  /ready        readiness: 503 until the function and its artifacts are loaded
     GET  /metadata     function, signature, Python, packages, source notebook
     GET  /openapi.json the OpenAPI 3 description of /predict, with the notebook's first call
-Errors are JSON: 4xx for bad requests, 500 (with an error id) when the function raises.
-SIGTERM stops accepting, lets in-flight requests finish, then exits 0.
-Run ``python nb2c_server.py --healthcheck`` for the image's HEALTHCHECK.
+    GET  /metrics      Prometheus text: requests, errors, latency, batch sizes
+
+Errors are JSON: 4xx for bad requests, 500 with an error id when the function raises (the
+traceback goes to the log), 504 when a call runs past NB2C_TIMEOUT seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import importlib
 import inspect
 import io
 import json
 import logging
 import os
-import signal
+import queue
 import sys
 import threading
+import time
 import traceback
-import urllib.request
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 try:  # inside the package (tests, the kernel) or beside this file in the image
-    from nb2container.runtime import codecs
+    from nb2container.runtime import batching, codecs
 except ImportError:
+    import nb2c_batching as batching  # type: ignore[no-redef]
     import nb2c_codecs as codecs  # type: ignore[no-redef]
 
 APP_DIR = Path(__file__).resolve().parent
-PORT = int(os.environ.get("NB2C_PORT", "8000"))
 MAX_BODY_BYTES = int(os.environ.get("NB2C_MAX_BODY_BYTES", str(10 * 1024 * 1024)))
+TIMEOUT_SECONDS = float(os.environ.get("NB2C_TIMEOUT", "60"))
+# How long a call that timed out gets to stop once interrupted before its worker is replaced.
+STUCK_SECONDS = 2.0
+PATHS = ("/predict", "/health", "/ready", "/metadata", "/openapi.json", "/metrics")
+JSON_TYPES = {"integer": (int,), "number": (int, float), "string": (str,), "boolean": (bool,),
+              "array": (list,), "object": (dict,)}
 
 log = logging.getLogger("nb2container")
 
 
-class _State:
-    function: Any = None
-    module: Any = None
-    spec: dict[str, Any] = {}  # noqa: RUF012 - filled once at start-up
-    ready = threading.Event()
+class RequestError(Exception):
+    def __init__(self, status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(message)
+        self.status, self.headers = status, headers
+
+
+class CallTimeout(BaseException):
+    """Raised inside a call that ran past the timeout (a BaseException: `except Exception` in
+    the notebook's code must not swallow it)."""
 
 
 class _ThreadStdout(io.TextIOBase):
-    """sys.stdout that a request thread can capture alone (prints of concurrent calls never mix)."""
+    """sys.stdout that a call can capture alone (prints of concurrent calls never mix)."""
 
     def __init__(self, real: Any) -> None:
         self.real, self.local = real, threading.local()
@@ -67,156 +82,289 @@ class _ThreadStdout(io.TextIOBase):
         self.real.flush()
 
 
-def load() -> None:
-    _State.spec = json.loads((APP_DIR / "spec.json").read_text())
-    _State.module = importlib.import_module(_State.spec["module"])
-    _State.function = getattr(_State.module, _State.spec["function"])
-    _State.ready.set()
+class _Job:
+    def __init__(self, work: Callable[[], Any]) -> None:
+        self.work, self.done = work, threading.Event()
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.thread: int | None = None  # the runner thread's id once the call started
+        self.cancelled = False
 
 
-class RequestError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+class Runner:
+    """Runs the calls of this worker on its own threads, so that the request thread can answer
+    a call that runs past the timeout (504) instead of hanging with it.
 
+    One thread by default: calls of a worker run one at a time, in order, as they did in the
+    notebook (the notebook's code need not be thread-safe). With batching, one thread per
+    connection thread, so that concurrent calls can meet in a batch.
+    A call that times out is interrupted (CallTimeout raised in its thread); one stuck in
+    native code that ignores that is given up on: ``on_stuck`` has the worker replaced.
+    """
 
-def call_function(body: Any) -> dict[str, Any]:
-    """Restore the arguments, supply the bound ones, call, and encode the answer."""
-    spec = _State.spec
-    bound: dict[str, str] = spec.get("bound", {})  # parameter -> the module's global that holds it
-    signature = inspect.signature(_State.function)
-    if isinstance(body, dict):
-        args, kwargs = [], dict(body)
-    elif isinstance(body, list):
-        args, kwargs = list(body), {}
-        if bound:  # positions count the parameters the request sends, so name them
-            names = [p.name for p in signature.parameters.values() if p.name not in bound
-                     and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-            if len(args) > len(names):
-                raise RequestError(422, f"{len(args)} positional arguments given; {spec['function']} "
-                                        f"takes {len(names)} from the request ({', '.join(names)})")
-            args, kwargs = [], dict(zip(names, args, strict=False))
-    else:
-        raise RequestError(400, "the body must be a JSON object (argument name -> value) "
-                                "or a JSON array (positional arguments)")
-    clash = sorted(set(kwargs) & set(bound))
-    if clash:
-        raise RequestError(422, f"`{clash[0]}` is supplied by the server (the notebook's object is "
-                                "bound to it); leave it out of the request")
-    kwargs.update({name: getattr(_State.module, global_name) for name, global_name in bound.items()})
-    try:
-        call = signature.bind(*args, **kwargs)
-    except TypeError as exc:
-        raise RequestError(422, f"arguments do not match {spec['function']}{spec['signature']}: {exc}") from None
-    for name, codec in spec.get("codecs", {}).get("params", {}).items():
-        if name in call.arguments and name not in bound:
+    def __init__(self, threads: int, on_stuck: Callable[[], None]) -> None:
+        self.jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self.on_stuck = on_stuck
+        for n in range(threads):  # daemon: a stuck call must not keep a replaced worker alive
+            threading.Thread(target=self._loop, name=f"nb2c-call-{n}", daemon=True).start()
+
+    def run(self, work: Callable[[], Any], timeout: float) -> Any:
+        job = _Job(work)
+        self.jobs.put(job)
+        if not job.done.wait(timeout):
+            self._overrun(job)
+            raise RequestError(504, f"the call ran past the timeout of {timeout:g} s (NB2C_TIMEOUT) "
+                                    "and was stopped")
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    def _loop(self) -> None:
+        while True:
+            job = self.jobs.get()
+            if job.cancelled:
+                continue
+            job.thread = threading.get_ident()
             try:
-                call.arguments[name] = codecs.decode(codec, call.arguments[name])
-            except ValueError as exc:
-                raise RequestError(422, f"`{name}`: {exc}") from None
-    printed = io.StringIO() if spec.get("prints") else None
-    if printed is not None and isinstance(sys.stdout, _ThreadStdout):
-        sys.stdout.local.buffer = printed
-    try:
-        result = _State.function(*call.args, **call.kwargs)
-        if inspect.iscoroutine(result):
-            result = asyncio.run(result)
-    finally:
-        if isinstance(sys.stdout, _ThreadStdout):
-            sys.stdout.local.buffer = None
-    answer = {"result": json.loads(json.dumps(result, default=codecs.to_json))}
-    if printed is not None:
-        answer["stdout"] = printed.getvalue()
-    return answer
+                job.result = job.work()
+            except CallTimeout:
+                pass  # the request was answered with a 504 already
+            except BaseException as exc:  # handed to the request thread, which answers it
+                job.error = exc
+            finally:
+                job.thread = None
+                job.done.set()
 
-
-class Handler(BaseHTTPRequestHandler):
-    server_version = "nb2container"
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:
-        if self.path == "/health":
-            self._send(200, {"status": "ok"})
-        elif self.path == "/ready":
-            ready = _State.ready.is_set()
-            self._send(200 if ready else 503, {"ready": ready})
-        elif self.path == "/metadata":
-            self._send(200, _State.spec)
-        elif self.path == "/openapi.json" and (APP_DIR / "openapi.json").is_file():
-            self._send(200, json.loads((APP_DIR / "openapi.json").read_text()))
-        else:
-            self._send(404, {"error": f"no such endpoint: GET {self.path}"})
-
-    def do_POST(self) -> None:
-        if self.path != "/predict":
-            self._send(404, {"error": f"no such endpoint: POST {self.path}"})
+    def _overrun(self, job: _Job) -> None:
+        job.cancelled = True  # still queued: it never starts
+        thread = job.thread
+        if thread is None:
             return
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread), ctypes.py_object(CallTimeout))
+
+        def watch() -> None:
+            if not job.done.wait(STUCK_SECONDS):
+                log.error(json.dumps({"event": "stuck", "detail": "a call that timed out did not stop; "
+                                      "this worker is replaced"}))
+                self.on_stuck()
+        threading.Thread(target=watch, daemon=True).start()
+
+
+class Service:
+    """The function of this worker: loaded once, then called per request."""
+
+    def __init__(self) -> None:
+        self.spec: dict[str, Any] = {}
+        self.module: Any = None
+        self.function: Any = None
+        self.signature: inspect.Signature | None = None
+        self.ready = threading.Event()  # this worker's function is loaded
+        self.peers_ready: Callable[[], bool] = lambda: True  # and the other workers' (set by nb2c_serve)
+        self.runner: Runner | None = None
+        self.openapi = b""
+
+    def load(self) -> None:
+        """Import the function and its artifacts (in each worker, or once before forking)."""
+        self.spec = json.loads((APP_DIR / "spec.json").read_text())
+        if (APP_DIR / "openapi.json").is_file():
+            self.openapi = (APP_DIR / "openapi.json").read_bytes()
+        self.module = importlib.import_module(self.spec["module"])
+        self.function = getattr(self.module, self.spec["function"])
+        self.signature = inspect.signature(self.function)
+
+    def start(self, threads: int = 1, on_stuck: Callable[[], None] = lambda: None) -> None:
+        """Start this worker's threads (never before a fork: threads do not survive one); ready."""
+        if not isinstance(sys.stdout, _ThreadStdout):  # logs keep the real stdout
+            sys.stdout = _ThreadStdout(sys.stdout)
+        batch = batching.Settings.from_environment([a["name"] for a in self.spec.get("artifacts", [])])
+        if batch:
+            batching.install(self.module, batch, METRICS.batch_size)
+        self.runner = Runner(threads if batch else 1, on_stuck)
+        self.ready.set()
+
+    def call(self, body: Any) -> dict[str, Any]:
+        """Check and restore the arguments, supply the bound ones, call, encode the answer."""
+        if not self.ready.wait(TIMEOUT_SECONDS) or self.runner is None:  # a request during start-up waits
+            raise RequestError(503, "the model is still loading; retry shortly", (("Retry-After", "1"),))
+        bound_call = self._bind(body)
+        prints = bool(self.spec.get("prints"))
+
+        def work() -> dict[str, Any]:
+            printed = io.StringIO() if prints else None
+            if printed is not None and isinstance(sys.stdout, _ThreadStdout):
+                sys.stdout.local.buffer = printed
+            try:
+                with batching.IN_FLIGHT:
+                    result = self.function(*bound_call.args, **bound_call.kwargs)
+                    if inspect.iscoroutine(result):
+                        result = asyncio.run(result)
+            finally:
+                if isinstance(sys.stdout, _ThreadStdout):
+                    sys.stdout.local.buffer = None
+            answer = {"result": json.loads(json.dumps(result, default=codecs.to_json))}
+            if printed is not None:
+                answer["stdout"] = printed.getvalue()
+            return answer
+
+        return self.runner.run(work, TIMEOUT_SECONDS)
+
+    def _bind(self, body: Any) -> inspect.BoundArguments:
+        spec, signature = self.spec, self.signature
+        assert signature is not None
+        bound: dict[str, str] = spec.get("bound", {})  # parameter -> the module's global that holds it
+        if isinstance(body, dict):
+            args, kwargs = [], dict(body)
+        elif isinstance(body, list):
+            args, kwargs = list(body), {}
+            if bound:  # positions count the parameters the request sends, so name them
+                names = [p.name for p in signature.parameters.values() if p.name not in bound
+                         and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+                if len(args) > len(names):
+                    raise RequestError(422, f"{len(args)} positional arguments given; {spec['function']} "
+                                            f"takes {len(names)} from the request ({', '.join(names)})")
+                args, kwargs = [], dict(zip(names, args, strict=False))
+        else:
+            raise RequestError(400, "the body must be a JSON object (argument name -> value) "
+                                    "or a JSON array (positional arguments)")
+        clash = sorted(set(kwargs) & set(bound))
+        if clash:
+            raise RequestError(422, f"`{clash[0]}` is supplied by the server (the notebook's object is "
+                                    "bound to it); leave it out of the request")
+        kwargs.update({name: getattr(self.module, holder) for name, holder in bound.items()})
         try:
-            body = self._read_json()
-            if not _State.ready.is_set():
-                raise RequestError(503, "the model is still loading; retry shortly")
-            self._send(200, call_function(body))
-        except RequestError as exc:
-            self._send(exc.status, {"error": str(exc)})
-        except Exception as exc:
-            error_id = uuid.uuid4().hex[:12]
-            log.error("error %s in %s: %s", error_id, _State.spec.get("function"),
-                      traceback.format_exc())
-            self._send(500, {"error": f"{type(exc).__name__}: {exc}", "error_id": error_id})
+            call = signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise RequestError(422, f"arguments do not match {spec['function']}{spec['signature']}: {exc}") from None
+        for name, wanted in spec.get("json_types", {}).items():
+            if name in call.arguments and not _is_json_type(call.arguments[name], wanted):
+                raise RequestError(422, f"`{name}` must be a JSON {wanted} (its type hint says so); got "
+                                        f"{type(call.arguments[name]).__name__} {_short(call.arguments[name])}")
+        for name, codec in spec.get("codecs", {}).get("params", {}).items():
+            if name in call.arguments and name not in bound:
+                try:
+                    call.arguments[name] = codecs.decode(codec, call.arguments[name])
+                except ValueError as exc:
+                    raise RequestError(422, f"`{name}`: {exc}") from None
+        return call
 
-    def _read_json(self) -> Any:
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_BODY_BYTES:
-            raise RequestError(413, f"the body is {length} bytes, over the limit of {MAX_BODY_BYTES}")
-        raw = self.rfile.read(length)
+
+def _is_json_type(value: Any, wanted: str) -> bool:
+    if isinstance(value, bool) and wanted != "boolean":
+        return False  # JSON true is no number
+    return isinstance(value, JSON_TYPES.get(wanted, (object,)))
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
+class Metrics:
+    """Prometheus metrics, summed over the workers (prometheus_client's multiprocess mode)."""
+
+    def __init__(self) -> None:
         try:
-            return json.loads(raw or b"null")
-        except ValueError as exc:
-            raise RequestError(400, f"the body is not valid JSON: {exc}") from None
+            import prometheus_client as prometheus
+        except ImportError:  # the kernel and unit tests: no server libraries
+            self.prometheus = None
+            return
+        self.prometheus = prometheus
+        self.requests = prometheus.Counter("nb2c_requests", "HTTP requests answered",
+                                           ["path", "method", "code"])
+        self.latency = prometheus.Histogram(
+            "nb2c_request_duration_seconds", "Time to answer a request", ["path"],
+            buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60))
+        self.errors = prometheus.Counter("nb2c_predict_errors", "Calls of /predict not answered with 200",
+                                         ["code"])
+        self.batch = prometheus.Histogram("nb2c_batch_size", "Requests served by one batched model call",
+                                          buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
 
-    def _send(self, status: int, payload: Any) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+    def observe(self, path: str, method: str, status: int, seconds: float) -> None:
+        if self.prometheus is None:
+            return
+        label = path if path in PATHS else "other"
+        self.requests.labels(label, method, str(status)).inc()
+        self.latency.labels(label).observe(seconds)
+        if label == "/predict" and status != 200:
+            self.errors.labels(str(status)).inc()
 
-    def log_message(self, format: str, *args: Any) -> None:
-        log.info(json.dumps({"client": self.client_address[0], "request": format % args}))
+    def batch_size(self, size: int) -> None:
+        if self.prometheus is not None:
+            self.batch.observe(size)
+
+    def text(self) -> bytes:
+        if self.prometheus is None:
+            raise RequestError(501, "metrics need prometheus_client, which this process lacks")
+        prometheus = self.prometheus
+        registry = prometheus.REGISTRY
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            from prometheus_client import multiprocess
+            registry = prometheus.CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+        return bytes(prometheus.generate_latest(registry))
 
 
-def healthcheck() -> int:
+SERVICE = Service()
+METRICS = Metrics()
+
+
+def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+    """The WSGI entry point."""
+    started = time.perf_counter()
+    method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO") or "/"
+    content_type = "application/json"
+    headers: tuple[tuple[str, str], ...] = ()
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/health", timeout=3) as response:
-            return 0 if response.status == 200 else 1
-    except OSError:
-        return 1
+        status, payload = _route(method, path, environ)
+        if path == "/metrics":
+            content_type = "text/plain; version=0.0.4; charset=utf-8"
+    except RequestError as exc:
+        status, payload, headers = exc.status, {"error": str(exc)}, exc.headers
+    except Exception as exc:  # the function raised: 500, the worker lives on
+        error_id = uuid.uuid4().hex[:12]
+        log.error(json.dumps({"event": "error", "error_id": error_id, "function": SERVICE.spec.get("function"),
+                              "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}))
+        status, payload = 500, {"error": f"{type(exc).__name__}: {exc}", "error_id": error_id}
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    start_response(f"{status} {HTTPStatus(status).phrase}",
+                   [("Content-Type", content_type), ("Content-Length", str(len(body))), *headers])
+    METRICS.observe(path, method, status, time.perf_counter() - started)
+    return [body]
 
 
-def serve() -> None:
-    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
-    sys.stdout = _ThreadStdout(sys.stdout)  # logs keep the real stdout; each request can capture its own
-    server = ThreadingHTTPServer(("0.0.0.0", PORT), Handler)
-    server.daemon_threads = False  # in-flight requests finish before exit
-    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
-    threading.Thread(target=_load_logged, daemon=True).start()
-    log.info(json.dumps({"event": "listening", "port": PORT}))
-    server.serve_forever()
-    server.server_close()  # joins the request threads
-    log.info(json.dumps({"event": "stopped"}))
+def _route(method: str, path: str, environ: dict[str, Any]) -> tuple[int, Any]:
+    wanted = "POST" if path == "/predict" else "GET"
+    if path not in PATHS:
+        raise RequestError(404, f"no such endpoint: {method} {path}; see /openapi.json")
+    if method != wanted:
+        raise RequestError(405, f"{path} answers {wanted}, not {method}", (("Allow", wanted),))
+    if path == "/predict":
+        return 200, SERVICE.call(_read_json(environ))
+    if path == "/health":
+        return 200, {"status": "ok"}
+    if path == "/ready":
+        ready = SERVICE.ready.is_set() and SERVICE.peers_ready()
+        return (200 if ready else 503), {"ready": ready}
+    if path == "/metadata":
+        if not SERVICE.spec:
+            raise RequestError(503, "still loading", (("Retry-After", "1"),))
+        return 200, SERVICE.spec
+    if path == "/openapi.json":
+        return 200, SERVICE.openapi or {}
+    return 200, METRICS.text()
 
 
-def _load_logged() -> None:
+def _read_json(environ: dict[str, Any]) -> Any:
+    length = environ.get("CONTENT_LENGTH") or ""
+    if length and int(length) > MAX_BODY_BYTES:
+        raise RequestError(413, f"the body is {length} bytes, over the limit of {MAX_BODY_BYTES} "
+                                "(NB2C_MAX_BODY_BYTES)")
+    raw = environ["wsgi.input"].read(int(length) if length else MAX_BODY_BYTES + 1)
+    if len(raw) > MAX_BODY_BYTES:  # chunked, without a length
+        raise RequestError(413, f"the body is over the limit of {MAX_BODY_BYTES} bytes (NB2C_MAX_BODY_BYTES)")
+    if not raw.strip():
+        raise RequestError(400, "the body is empty; send a JSON object of argument names to values")
     try:
-        load()
-        log.info(json.dumps({"event": "ready", "function": _State.spec["function"]}))
-    except Exception:
-        log.error("loading the function failed:\n%s", traceback.format_exc())
-        os._exit(3)
-
-
-if __name__ == "__main__":
-    if "--healthcheck" in sys.argv:
-        sys.exit(healthcheck())
-    serve()
+        return json.loads(raw)
+    except ValueError as exc:
+        raise RequestError(400, f"the body is not valid JSON: {exc}") from None

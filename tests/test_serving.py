@@ -1,0 +1,325 @@
+"""The serving runtime in a built image (gunicorn + the WSGI app): endpoints, bad input, faults,
+timeouts, readiness, graceful shutdown, worker sizing, read-only and non-root, micro-batching.
+
+The containers run with a read-only root file system as user 10001, and are reached at their
+own address on the engine's bridge (not through a published port, whose proxy would turn a
+refused connection into an accepted one that is then dropped)."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import re
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import docker
+import pytest
+
+from nb2container.runtime import batching
+from tests.conftest import NOTEBOOKS, Built, NotebookBuilds, run_cli
+
+
+@dataclass
+class Served:
+    container: Any
+    host: str
+    port: int = 8000
+
+    def request(self, method: str, path: str, body: Any = None, raw: bytes | None = None,
+                timeout: float = 30) -> tuple[int, Any, dict[str, str]]:
+        connection = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+        try:
+            data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+            connection.request(method, path, body=data, headers={"Content-Type": "application/json",
+                                                                 "Connection": "close"})
+            response = connection.getresponse()
+            text = response.read().decode()
+            headers = {k.lower(): v for k, v in response.getheaders()}
+            payload = json.loads(text) if headers.get("content-type", "").startswith("application/json") else text
+            return response.status, payload, headers
+        finally:
+            connection.close()
+
+    def predict(self, body: Any, timeout: float = 30) -> tuple[int, Any]:
+        status, payload, _ = self.request("POST", "/predict", body, timeout=timeout)
+        return status, payload
+
+    def logs(self) -> str:
+        return bytes(self.container.logs()).decode()
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                if self.request("GET", "/ready", timeout=2)[0] == 200:
+                    return
+            time.sleep(0.1)
+        raise AssertionError(f"not ready after {timeout} s:\n{self.logs()[-3000:]}")
+
+
+@contextlib.contextmanager
+def serving(client: docker.DockerClient, image: str, ready: bool = True, **run: Any) -> Iterator[Served]:
+    container = client.containers.run(image, detach=True, read_only=True, **run)
+    try:
+        container.reload()
+        served = Served(container, container.attrs["NetworkSettings"]["IPAddress"])
+        if ready:
+            served.wait_ready()
+        yield served
+    finally:
+        container.remove(force=True)
+
+
+@pytest.fixture(scope="module")
+def faults(notebook_builds: NotebookBuilds) -> Built:
+    return notebook_builds("serving_faults.ipynb")
+
+
+def test_each_endpoint_answers(faults: Built, docker_client: docker.DockerClient) -> None:
+    with serving(docker_client, faults.tag) as served:
+        assert served.request("GET", "/health")[:2] == (200, {"status": "ok"})
+        assert served.request("GET", "/ready")[:2] == (200, {"ready": True})
+        assert served.predict({"x": 1.5}) == (200, {"result": 3.0})
+        assert served.predict([4.0]) == (200, {"result": 8.0})  # positional
+        status, metadata, _ = served.request("GET", "/metadata")
+        assert status == 200 and metadata["function"] == "score"
+        assert metadata["notebook"] == "serving_faults.ipynb" and len(metadata["notebook_sha256"]) == 64
+        assert metadata["python"] and metadata["signature"].startswith("(x: float")
+        status, document, _ = served.request("GET", "/openapi.json")
+        schema = document["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert status == 200 and schema["properties"]["x"]["type"] == "number" and schema["required"] == ["x"]
+        status, metrics, headers = served.request("GET", "/metrics")
+        assert status == 200 and headers["content-type"].startswith("text/plain")
+        assert re.search(r'nb2c_requests_total\{code="200",method="POST",path="/predict"\} 2\.0', metrics)
+        assert 'nb2c_request_duration_seconds_bucket{le="0.005",path="/predict"}' in metrics
+        # structured logs: one JSON object per line
+        lines = [json.loads(line) for line in served.logs().splitlines() if line.startswith("{")]
+        assert any(line.get("kind") == "access" and line["path"] == "/predict" and line["status"] == 200
+                   for line in lines)
+        # the user, and a read-only root: the server wrote only to /dev/shm
+        assert served.container.exec_run(["id", "-u"]).output.decode().strip() == "10001"
+        assert served.container.exec_run(["touch", "/srv/notebook/x"]).exit_code != 0
+
+
+@pytest.mark.parametrize(("body", "status", "says"), [
+    (b'{"x": 1.5', 400, "not valid JSON"),
+    (b"", 400, "body is empty"),
+    (b'"just a string"', 400, "must be a JSON object"),
+    (b'{"x": 1.5, "colour": "red"}', 422, "unexpected keyword argument 'colour'"),
+    (b'{"wait": 0}', 422, "missing a required argument: 'x'"),
+    (b'{"x": "1.5"}', 422, "`x` must be a JSON number"),
+    (b'{"x": true}', 422, "`x` must be a JSON number"),
+    (b'{"x": 1.5, "busy": 1}', 422, "`busy` must be a JSON boolean"),
+    (b'{"x": 1, "padding": "' + b"a" * 3000 + b'"}', 413, "over the limit of 2048"),
+])
+def test_bad_input_gets_a_4xx_with_a_json_error(
+    faults: Built, docker_client: docker.DockerClient, body: bytes, status: int, says: str
+) -> None:
+    with serving(docker_client, faults.tag, environment={"NB2C_MAX_BODY_BYTES": "2048"}) as served:
+        got, payload, headers = served.request("POST", "/predict", raw=body)
+        assert (got, headers["content-type"]) == (status, "application/json")
+        assert says in payload["error"], payload
+        assert served.predict({"x": 1.0}) == (200, {"result": 2.0})  # and the server serves on
+
+
+def test_wrong_method_and_unknown_path(faults: Built, docker_client: docker.DockerClient) -> None:
+    with serving(docker_client, faults.tag) as served:
+        status, payload, headers = served.request("GET", "/predict")
+        assert status == 405 and headers["allow"] == "POST" and "answers POST" in payload["error"]
+        assert served.request("GET", "/nowhere")[0] == 404
+
+
+def test_an_exception_gives_500_with_an_error_id_and_the_next_call_succeeds(
+    faults: Built, docker_client: docker.DockerClient
+) -> None:
+    with serving(docker_client, faults.tag, environment={"NB2C_WORKERS": "1"}) as served:
+        status, payload = served.predict({"x": -1})
+        assert status == 500 and payload["error"] == "ValueError: x must not be negative, got -1"
+        assert served.predict({"x": 2}) == (200, {"result": 4.0})
+        logged = [json.loads(line) for line in served.logs().splitlines()
+                  if payload["error_id"] in line and line.startswith("{")]
+        assert logged and "Traceback" in logged[0]["traceback"] and "x must not be negative" in logged[0]["traceback"]
+
+
+def test_ready_is_503_until_the_artifacts_are_loaded(faults: Built, docker_client: docker.DockerClient) -> None:
+    """`calibration` takes 2 s to unpickle: meanwhile the process is alive but not ready."""
+    with serving(docker_client, faults.tag, ready=False) as served:
+        seen: list[tuple[int, int]] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (not seen or seen[-1][1] != 200):
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                seen.append((served.request("GET", "/health", timeout=2)[0],
+                             served.request("GET", "/ready", timeout=2)[0]))
+            time.sleep(0.05)
+        assert (200, 503) in seen and seen[-1] == (200, 200)
+        assert served.predict({"x": 1.5}) == (200, {"result": 3.0})
+
+
+def test_a_call_past_the_timeout_gets_504_and_the_pool_keeps_serving(
+    faults: Built, docker_client: docker.DockerClient
+) -> None:
+    with serving(docker_client, faults.tag, environment={"NB2C_TIMEOUT": "1", "NB2C_WORKERS": "1"}) as served:
+        started = time.monotonic()
+        status, payload = served.predict({"x": 1, "wait": 30, "busy": True})  # Python: interrupted
+        assert status == 504 and "timeout of 1 s" in payload["error"] and time.monotonic() - started < 5
+        assert served.predict({"x": 1}) == (200, {"result": 2.0})
+        status, _ = served.predict({"x": 1, "wait": 300})  # a sleep in C ignores the interruption
+        assert status == 504
+        deadline = time.monotonic() + 30  # its worker is replaced; a fresh one serves
+        answered = None
+        while time.monotonic() < deadline and answered != (200, {"result": 2.0}):
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                answered = served.predict({"x": 1}, timeout=5)
+            time.sleep(0.2)
+        assert answered == (200, {"result": 2.0}) and '"event": "stuck"' in served.logs()
+
+
+def test_a_crashed_worker_is_replaced(faults: Built, docker_client: docker.DockerClient) -> None:
+    with serving(docker_client, faults.tag, environment={"NB2C_WORKERS": "2"}) as served:
+        pids = served.container.exec_run(["ls", "/dev/shm/nb2c/ready"]).output.decode().split()
+        assert len(pids) == 2
+        served.container.exec_run(["python", "-c", f"import os; os.kill({pids[0]}, 9)"])
+        time.sleep(0.5)
+        served.wait_ready(30)
+        after = served.container.exec_run(["ls", "/dev/shm/nb2c/ready"]).output.decode().split()
+        assert len(after) == 2 and pids[0] not in after
+        assert all(served.predict({"x": 1}) == (200, {"result": 2.0}) for _ in range(4))
+
+
+def test_workers_follow_the_cpu_limit_unless_told(faults: Built, docker_client: docker.DockerClient) -> None:
+    def started(**run: Any) -> dict[str, Any]:
+        with serving(docker_client, faults.tag, **run) as served:
+            return next(json.loads(line) for line in served.logs().splitlines() if '"event": "starting"' in line)
+
+    assert started(nano_cpus=1_000_000_000)["workers"] == 1  # --cpus 1
+    assert started(nano_cpus=1_000_000_000, environment={"NB2C_WORKERS": "3"})["workers"] == 3
+
+
+def test_sigterm_during_a_stream_of_requests_loses_none(faults: Built, docker_client: docker.DockerClient) -> None:
+    """Four clients send calls that take 0.2 s, one after another, each on a new connection.
+    After SIGTERM every call whose connection was accepted is answered; then connections are
+    refused, and the server exits 0."""
+    with serving(docker_client, faults.tag, environment={"NB2C_WORKERS": "2"}) as served:
+        answered, lost, refused = [], [], []
+        stop = threading.Event()
+
+        def client() -> None:
+            while not stop.is_set():
+                connection = http.client.HTTPConnection(served.host, served.port, timeout=30)
+                try:
+                    connection.connect()
+                except OSError:
+                    refused.append(time.monotonic())
+                    return
+                try:
+                    connection.request("POST", "/predict", body=b'{"x": 1, "wait": 0.2}',
+                                       headers={"Content-Type": "application/json"})
+                    response = connection.getresponse()
+                    answered.append((time.monotonic(), response.status, response.read()))
+                except (OSError, http.client.HTTPException) as exc:
+                    lost.append(repr(exc))
+                finally:
+                    connection.close()
+
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        time.sleep(1.5)
+        signalled = time.monotonic()
+        served.container.kill(signal="SIGTERM")
+        result = served.container.wait(timeout=60)
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert lost == []
+        assert all(status == 200 and body == b'{"result": 2.0}' for _, status, body in answered)
+        assert sum(at > signalled for at, _, _ in answered) >= 1  # calls in flight at SIGTERM were answered
+        assert len(answered) >= 8 and refused
+        assert result["StatusCode"] == 0
+
+
+def test_the_environment_lists_exactly_the_lock_with_the_server_installed(
+    house_build: Built, docker_client: docker.DockerClient
+) -> None:
+    listed = docker_client.containers.run(house_build.tag, ["pip", "list", "--format", "json"], remove=True,
+                                          network_mode="none")
+    installed = {p["name"].lower().replace("_", "-"): p["version"] for p in json.loads(listed)}
+    installed = {name: version for name, version in installed.items() if name not in ("pip", "setuptools", "wheel")}
+    locked = {name.lower().replace("_", "-"): version for name, version in house_build.report["packages"].items()}
+    assert installed == locked
+    served = docker_client.containers.run(
+        house_build.tag, ["python", "-c", "import sys; sys.path.append('/opt/nb2c-server'); "
+                          "import gunicorn, prometheus_client; print(gunicorn.__file__)"],
+        remove=True, network_mode="none")
+    assert bytes(served).decode().startswith("/opt/nb2c-server/")
+
+
+# --- micro-batching -------------------------------------------------------------------------
+
+def test_batched_rows_come_back_to_their_own_calls() -> None:
+    """Pure logic of the batcher (in-process): stacked, called once, split back, identical."""
+    import numpy as np
+    import pandas as pd
+
+    calls: list[int] = []
+
+    class Model:
+        def predict(self, rows: Any) -> Any:
+            calls.append(len(rows))
+            values = rows.to_numpy() if hasattr(rows, "to_numpy") else np.asarray(rows)
+            if (values < 0).any():
+                raise ValueError("negative")
+            return values.sum(axis=1) * 1.5
+
+    settings = batching.Settings((("model", "predict"),), max_size=16, max_wait=0.05)
+    holder = type("Module", (), {"model": Model()})
+    batching.install(holder, settings, lambda size: None)
+    frames = [pd.DataFrame({"a": [float(i)], "b": [2.0 * i]}) for i in range(12)]
+    together = threading.Barrier(12)
+
+    def call(frame: Any) -> Any:
+        with batching.IN_FLIGHT:  # as the server counts calls in flight: the batcher waits for them
+            together.wait()
+            return holder.model.predict(frame)
+
+    with ThreadPoolExecutor(12) as pool:
+        results = list(pool.map(call, frames))
+    assert [float(r[0]) for r in results] == [float(Model().predict(f)[0]) for f in frames]
+    assert max(calls[:-12]) > 1  # some were served together
+    with pytest.raises(ValueError, match="negative"):  # an error reaches the call it belongs to
+        holder.model.predict(pd.DataFrame({"a": [-1.0], "b": [0.0]}))
+    ints = pd.DataFrame({"a": [1], "b": [2]})  # other dtypes are not mixed in
+    assert batching._stack_key(ints) != batching._stack_key(frames[0])
+
+
+@pytest.fixture(scope="module")
+def batched_house(house_build: Built, tmp_path_factory: pytest.TempPathFactory) -> str:
+    tag = "nb2c-test/house-prices-batched:latest"
+    work = tmp_path_factory.mktemp("batched")
+    result = run_cli("build", NOTEBOOKS / "house_prices.ipynb", "--tag", tag, "--output", work / "build",
+                     "--batch", "--batch-max-wait-ms", "5")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return tag
+
+
+def test_batched_image_answers_exactly_as_the_unbatched_one(
+    house_build: Built, batched_house: str, docker_client: docker.DockerClient
+) -> None:
+    bodies = [{"area_sqft": 800 + 37 * i, "num_bedrooms": 1 + i % 5} for i in range(48)]
+    answers = {}
+    for tag in (house_build.tag, batched_house):
+        with serving(docker_client, tag, environment={"NB2C_WORKERS": "1"}) as served, ThreadPoolExecutor(16) as pool:
+            answers[tag] = list(pool.map(served.predict, bodies))
+            if tag == batched_house:
+                metrics = served.request("GET", "/metrics")[1]
+    assert answers[house_build.tag] == answers[batched_house]
+    assert all(status == 200 for status, _ in answers[batched_house])
+    count = float(re.search(r"^nb2c_batch_size_count (\S+)", metrics, re.M).group(1))  # type: ignore[union-attr]
+    total = float(re.search(r"^nb2c_batch_size_sum (\S+)", metrics, re.M).group(1))  # type: ignore[union-attr]
+    assert total == 48 and count < 48  # 48 calls in fewer model calls
