@@ -396,7 +396,7 @@ LOCAL_PACKAGE = [
 # and an object whose loading takes seconds, as a large model's does.
 SERVING_FAULTS = [
     new_markdown_cell("# Serving faults\n\n`score` has type hints, raises on a negative value, can run "
-                      "long on purpose, and needs `calibration`, which takes two seconds to load."),
+                      "long on purpose (in Python, in a sleep, in a C loop that never yields), and needs `calibration`, which takes two seconds to load."),
     new_code_cell("import time"),
     new_code_cell("class SlowToLoad:\n"
                   "    \"\"\"Stands in for a large model: unpickling it takes `seconds`.\"\"\"\n"
@@ -407,9 +407,11 @@ SERVING_FAULTS = [
                   "        time.sleep(self.seconds)\n"
                   "\n"
                   "calibration = SlowToLoad(factor=2.0, seconds=2.0)"),
-    new_code_cell("def score(x: float, wait: float = 0.0, busy: bool = False) -> float:\n"
+    new_code_cell("def score(x: float, wait: float = 0.0, busy: bool = False, spin: int = 0) -> float:\n"
                   "    if x < 0:\n"
                   "        raise ValueError(f'x must not be negative, got {x}')\n"
+                  "    if spin:  # a loop in C that never looks at signals\n"
+                  "        sum(range(spin))\n"
                   "    end = time.monotonic() + wait\n"
                   "    while busy and time.monotonic() < end:\n"
                   "        pass  # a long computation in Python\n"

@@ -8,7 +8,8 @@ Settings, from the environment (the Dockerfile sets the defaults):
     NB2C_PORT              port (8000)
     NB2C_WORKERS           worker processes; default: the container's CPU limit (cgroup quota),
                            else the CPUs this process may run on
-    NB2C_THREADS           connections a worker handles at once (8; 64 with batching)
+    NB2C_THREADS           with batching, calls a worker takes at once (64); without it a worker
+                           (gunicorn's sync worker) runs one call at a time, in its main thread
     NB2C_TIMEOUT           seconds a call may run before it is answered with 504 (60)
     NB2C_GRACE_SECONDS     on SIGTERM, how long in-flight requests get to finish (30)
     NB2C_PRELOAD           1: load the function once, before forking the workers (shares the
@@ -22,6 +23,8 @@ Run ``python nb2c_serve.py --healthcheck`` for the image's HEALTHCHECK.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import math
@@ -68,14 +71,15 @@ def settings() -> dict[str, Any]:
     return {
         "bind": f"0.0.0.0:{PORT}",
         "workers": int(os.environ.get("NB2C_WORKERS") or cpu_limit()),
-        "threads": int(os.environ.get("NB2C_THREADS") or (64 if batching else 8)),
-        "worker_class": "nb2c_serve.DrainingWorker",
+        "threads": int(os.environ.get("NB2C_THREADS") or 64) if batching else 1,
+        # sync: the least overhead, one call at a time per process; threads only to batch calls
+        "worker_class": "nb2c_serve.DrainingThreadWorker" if batching else "nb2c_serve.DrainingSyncWorker",
         "logger_class": "nb2c_serve.JsonLogger",
         "accesslog": None if os.environ.get("NB2C_ACCESS_LOG") == "0" else "-",
         "errorlog": "-",
         "graceful_timeout": grace,
-        # gunicorn's own timeout only catches a worker whose main loop froze; calls have NB2C_TIMEOUT.
-        "timeout": max(30, grace),
+        # A worker silent this long (a call stuck in C past its 504) is killed and replaced.
+        "timeout": int(float(os.environ.get("NB2C_TIMEOUT", "60"))) + 5,
         "keepalive": 5,
         "preload_app": os.environ.get("NB2C_PRELOAD") == "1",
         "worker_tmp_dir": str(RUNTIME_DIR),
@@ -139,11 +143,44 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-def _gunicorn_classes() -> tuple[Any, Any]:
+def _gunicorn_classes() -> dict[str, Any]:
     from gunicorn.glogging import Logger
     from gunicorn.workers.gthread import ThreadWorker
+    from gunicorn.workers.sync import SyncWorker
 
-    class DrainingWorker(ThreadWorker):
+    class DrainingSyncWorker(SyncWorker):
+        """gunicorn's sync worker that, on SIGTERM, at once takes every connection already waiting
+        in the listen queue and closes its listening socket (new connections are refused, not
+        dropped later), then answers the request in hand and what it took, and exits."""
+
+        taken: list[tuple[Any, Any, Any]] = []  # noqa: RUF012 - one worker per process
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            super().handle_exit(sig, frame)
+            for listener in self.sockets:
+                _take_pending(listener, self._take)
+
+        def _take(self, listener: Any) -> None:
+            client, address = listener.accept()
+            # the request's environ asks the listener its address after it is closed
+            self.taken.append((_Address(listener.getsockname()), client, address))
+
+        def accept(self, listener: Any) -> None:
+            try:
+                super().accept(listener)
+            except OSError as exc:
+                if self.alive:
+                    raise
+                raise BlockingIOError(errno.EAGAIN, "stopping") from exc  # the socket closed under it
+
+        def run(self) -> None:
+            super().run()  # returns once SIGTERM has arrived and the request in hand is answered
+            for listener, client, address in self.taken:
+                self.notify()
+                client.setblocking(True)
+                self.handle(listener, client, address)
+
+    class DrainingThreadWorker(ThreadWorker):
         """gunicorn's threaded worker that, on SIGTERM, takes every connection already waiting in
         the listen queue and then closes its listening socket, so that no accepted connection
         is dropped when the process exits; in-flight requests then finish within the grace."""
@@ -156,9 +193,7 @@ def _gunicorn_classes() -> tuple[Any, Any]:
         def _stop_listening(self) -> None:
             self.set_accept_enabled(False)
             for listener in self.sockets:
-                while _pending(listener):  # what the kernel accepted for us is answered
-                    self.accept(listener)
-                listener.close()
+                _take_pending(listener, self.accept)
 
     class JsonLogger(Logger):
         """One JSON object per line on stdout: access lines and gunicorn's own messages."""
@@ -178,13 +213,26 @@ def _gunicorn_classes() -> tuple[Any, Any]:
                 "bytes": getattr(resp, "sent", None),
                 "duration_ms": round(request_time.total_seconds() * 1000, 3), "pid": os.getpid()}))
 
-    return DrainingWorker, JsonLogger
+    return {"DrainingSyncWorker": DrainingSyncWorker, "DrainingThreadWorker": DrainingThreadWorker,
+            "JsonLogger": JsonLogger}
 
 
-def _pending(listener: Any) -> bool:
+def _take_pending(listener: Any, take: Any) -> None:
+    """Take what the kernel accepted for us, then close: later connections are refused."""
     import select
 
-    return bool(select.select([listener], [], [], 0)[0])
+    while select.select([listener], [], [], 0)[0]:
+        with contextlib.suppress(OSError):  # another worker took it first
+            take(listener)
+    listener.close()
+
+
+class _Address:
+    def __init__(self, name: Any) -> None:
+        self.name = name
+
+    def getsockname(self) -> Any:
+        return self.name
 
 
 class _JsonFormatter(logging.Formatter):
@@ -199,9 +247,8 @@ class _JsonFormatter(logging.Formatter):
 
 
 def __getattr__(name: str) -> Any:  # gunicorn finds the worker and logger classes by dotted name
-    if name in ("DrainingWorker", "JsonLogger"):
-        worker, logger = _gunicorn_classes()
-        globals().update(DrainingWorker=worker, JsonLogger=logger)
+    if name in ("DrainingSyncWorker", "DrainingThreadWorker", "JsonLogger"):
+        globals().update(_gunicorn_classes())
         return globals()[name]
     raise AttributeError(name)
 

@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import queue
+import signal
 import sys
 import threading
 import time
@@ -91,13 +92,32 @@ class _Job:
         self.cancelled = False
 
 
-class Runner:
-    """Runs the calls of this worker on its own threads, so that the request thread can answer
-    a call that runs past the timeout (504) instead of hanging with it.
+def call_with_alarm(work: Callable[[], Any], timeout: float) -> Any:
+    """Run ``work`` in this (the worker's main) thread; past ``timeout`` seconds SIGALRM raises
+    CallTimeout inside it, which also interrupts a sleep or a wait in C. Code stuck in C that
+    never returns to Python is left to gunicorn, which replaces a worker silent that long."""
 
-    One thread by default: calls of a worker run one at a time, in order, as they did in the
-    notebook (the notebook's code need not be thread-safe). With batching, one thread per
-    connection thread, so that concurrent calls can meet in a batch.
+    def expire(signum: int, frame: Any) -> None:
+        raise CallTimeout
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, timeout)
+        try:
+            return work()
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    except CallTimeout:
+        raise RequestError(504, f"the call ran past the timeout of {timeout:g} s (NB2C_TIMEOUT) "
+                                "and was stopped") from None
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+
+
+class Runner:
+    """With batching: runs calls on threads of their own, so that concurrent calls can meet in
+    a batch, and the request thread can answer a call that runs past the timeout (504).
+
     A call that times out is interrupted (CallTimeout raised in its thread); one stuck in
     native code that ignores that is given up on: ``on_stuck`` has the worker replaced.
     """
@@ -173,18 +193,20 @@ class Service:
         self.signature = inspect.signature(self.function)
 
     def start(self, threads: int = 1, on_stuck: Callable[[], None] = lambda: None) -> None:
-        """Start this worker's threads (never before a fork: threads do not survive one); ready."""
+        """Ready this worker. Without batching, calls run one at a time in the worker's main
+        thread, as they did in the notebook; with it, on threads started here (never before a
+        fork: threads do not survive one)."""
         if not isinstance(sys.stdout, _ThreadStdout):  # logs keep the real stdout
             sys.stdout = _ThreadStdout(sys.stdout)
         batch = batching.Settings.from_environment([a["name"] for a in self.spec.get("artifacts", [])])
         if batch:
             batching.install(self.module, batch, METRICS.batch_size)
-        self.runner = Runner(threads if batch else 1, on_stuck)
+        self.runner = Runner(threads, on_stuck) if batch else None
         self.ready.set()
 
     def call(self, body: Any) -> dict[str, Any]:
         """Check and restore the arguments, supply the bound ones, call, encode the answer."""
-        if not self.ready.wait(TIMEOUT_SECONDS) or self.runner is None:  # a request during start-up waits
+        if not self.ready.wait(TIMEOUT_SECONDS):  # a request during start-up waits for the function
             raise RequestError(503, "the model is still loading; retry shortly", (("Retry-After", "1"),))
         bound_call = self._bind(body)
         prints = bool(self.spec.get("prints"))
@@ -206,7 +228,9 @@ class Service:
                 answer["stdout"] = printed.getvalue()
             return answer
 
-        return self.runner.run(work, TIMEOUT_SECONDS)
+        if self.runner is not None:
+            return self.runner.run(work, TIMEOUT_SECONDS)
+        return call_with_alarm(work, TIMEOUT_SECONDS)
 
     def _bind(self, body: Any) -> inspect.BoundArguments:
         spec, signature = self.spec, self.signature
