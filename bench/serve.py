@@ -81,8 +81,9 @@ def servers(work: Path) -> Iterator[list[Server]]:
     app = work / "app"
     try:
         for tag, port, name, setting in (
-            ("nb2c-bench/house:latest", 18001, "nb2container", "gunicorn, 2 workers (CPU limit) x 8 threads"),
-            ("nb2c-bench/house-batch:latest", 18002, "nb2container --batch", "same, model calls batched (5 ms)"),
+            ("nb2c-bench/house:latest", 18001, "nb2container", "gunicorn sync, 2 workers (the CPU limit)"),
+            ("nb2c-bench/house-batch:latest", 18002, "nb2container --batch",
+             "gunicorn threads, 2 workers, model calls batched"),
         ):
             handles.append(client.containers.run(tag, detach=True, network_mode="host", read_only=True,
                                                  environment={"NB2C_PORT": str(port), "NB2C_ACCESS_LOG": "0"}))

@@ -9,7 +9,8 @@ gets its own rows back. Requests whose inputs cannot be stacked alike (other col
 dtypes, extra arguments) are called alone, so every answer is the one an unbatched call gives.
 
 A batch leaves as soon as it is full (NB2C_BATCH_MAX_SIZE), as soon as every call now in
-flight has joined it, or after NB2C_BATCH_MAX_WAIT_MS; a lone request never waits.
+flight has joined it, when no call joined for a moment (GAP_SECONDS), or after
+NB2C_BATCH_MAX_WAIT_MS; a lone request never waits.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+# A batch that no call joined for this long leaves: the calls still in flight are past the model.
+GAP_SECONDS = 0.0003
 # Methods of an estimator whose rows are independent: row i of the answer is row i of the input.
 ROW_METHODS = ("predict", "predict_proba", "predict_log_proba", "decision_function")
 
@@ -31,7 +34,7 @@ class Settings:
     targets: tuple[tuple[str, str], ...]  # (module global, method)
     max_size: int
     max_wait: float  # seconds
-
+    timeout: float | None = None  # seconds a call waits for its batch
     @classmethod
     def from_environment(cls, artifacts: list[str]) -> Settings | None:
         """NB2C_BATCH: "model.predict,model.predict_proba", or "auto": the row-wise methods of
@@ -45,7 +48,12 @@ class Settings:
         targets = tuple(tuple(item.rsplit(".", 1)) for item in items if "." in item)
         return cls(targets,  # type: ignore[arg-type]
                    int(os.environ.get("NB2C_BATCH_MAX_SIZE", "64")),
-                   float(os.environ.get("NB2C_BATCH_MAX_WAIT_MS", "5")) / 1000)
+                   float(os.environ.get("NB2C_BATCH_MAX_WAIT_MS", "5")) / 1000,
+                   float(os.environ.get("NB2C_TIMEOUT", "60")))
+
+
+class BatchTimeout(Exception):
+    pass
 
 
 class InFlight:
@@ -112,7 +120,8 @@ class Batcher:
             return self.method(rows, *args, **kwargs)
         item = _Item(rows, key, len(rows))
         self.items.put(item)
-        item.done.wait()
+        if not item.done.wait(self.settings.timeout):
+            raise BatchTimeout(f"the batched model call ran past the timeout of {self.settings.timeout:g} s")
         if item.error is not None:
             raise item.error
         return item.result
@@ -126,9 +135,9 @@ class Batcher:
                 if remaining <= 0 or (self.items.empty() and len(batch) >= IN_FLIGHT.count):
                     break  # waited long enough, or every call in flight is here
                 try:
-                    batch.append(self.items.get(timeout=min(remaining, 0.0005)))
+                    batch.append(self.items.get(timeout=min(remaining, GAP_SECONDS)))
                 except queue.Empty:
-                    continue
+                    break  # nobody came: the other calls in flight are done with the model
             groups: dict[tuple[Any, ...], list[_Item]] = {}
             for item in batch:
                 groups.setdefault(item.key, []).append(item)

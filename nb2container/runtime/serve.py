@@ -30,7 +30,6 @@ import logging
 import math
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import threading
@@ -114,7 +113,7 @@ def _post_fork(arbiter: Any, worker: Any) -> None:
         try:
             if not preloaded:
                 service.load()
-            service.start(worker.cfg.threads, on_stuck=lambda: os.kill(os.getpid(), signal.SIGTERM))
+            service.start()
             service.peers_ready = lambda: _all_workers_ready(worker.cfg.workers)
             (RUNTIME_DIR / "ready" / str(os.getpid())).touch()
         except BaseException:

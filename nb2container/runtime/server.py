@@ -21,14 +21,12 @@ traceback goes to the log), 504 when a call runs past NB2C_TIMEOUT seconds.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import importlib
 import inspect
 import io
 import json
 import logging
 import os
-import queue
 import signal
 import sys
 import threading
@@ -49,8 +47,6 @@ except ImportError:
 APP_DIR = Path(__file__).resolve().parent
 MAX_BODY_BYTES = int(os.environ.get("NB2C_MAX_BODY_BYTES", str(10 * 1024 * 1024)))
 TIMEOUT_SECONDS = float(os.environ.get("NB2C_TIMEOUT", "60"))
-# How long a call that timed out gets to stop once interrupted before its worker is replaced.
-STUCK_SECONDS = 2.0
 PATHS = ("/predict", "/health", "/ready", "/metadata", "/openapi.json", "/metrics")
 JSON_TYPES = {"integer": (int,), "number": (int, float), "string": (str,), "boolean": (bool,),
               "array": (list,), "object": (dict,)}
@@ -83,15 +79,6 @@ class _ThreadStdout(io.TextIOBase):
         self.real.flush()
 
 
-class _Job:
-    def __init__(self, work: Callable[[], Any]) -> None:
-        self.work, self.done = work, threading.Event()
-        self.result: Any = None
-        self.error: BaseException | None = None
-        self.thread: int | None = None  # the runner thread's id once the call started
-        self.cancelled = False
-
-
 def call_with_alarm(work: Callable[[], Any], timeout: float) -> Any:
     """Run ``work`` in this (the worker's main) thread; past ``timeout`` seconds SIGALRM raises
     CallTimeout inside it, which also interrupts a sleep or a wait in C. Code stuck in C that
@@ -114,62 +101,6 @@ def call_with_alarm(work: Callable[[], Any], timeout: float) -> Any:
         signal.signal(signal.SIGALRM, previous)
 
 
-class Runner:
-    """With batching: runs calls on threads of their own, so that concurrent calls can meet in
-    a batch, and the request thread can answer a call that runs past the timeout (504).
-
-    A call that times out is interrupted (CallTimeout raised in its thread); one stuck in
-    native code that ignores that is given up on: ``on_stuck`` has the worker replaced.
-    """
-
-    def __init__(self, threads: int, on_stuck: Callable[[], None]) -> None:
-        self.jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
-        self.on_stuck = on_stuck
-        for n in range(threads):  # daemon: a stuck call must not keep a replaced worker alive
-            threading.Thread(target=self._loop, name=f"nb2c-call-{n}", daemon=True).start()
-
-    def run(self, work: Callable[[], Any], timeout: float) -> Any:
-        job = _Job(work)
-        self.jobs.put(job)
-        if not job.done.wait(timeout):
-            self._overrun(job)
-            raise RequestError(504, f"the call ran past the timeout of {timeout:g} s (NB2C_TIMEOUT) "
-                                    "and was stopped")
-        if job.error is not None:
-            raise job.error
-        return job.result
-
-    def _loop(self) -> None:
-        while True:
-            job = self.jobs.get()
-            if job.cancelled:
-                continue
-            job.thread = threading.get_ident()
-            try:
-                job.result = job.work()
-            except CallTimeout:
-                pass  # the request was answered with a 504 already
-            except BaseException as exc:  # handed to the request thread, which answers it
-                job.error = exc
-            finally:
-                job.thread = None
-                job.done.set()
-
-    def _overrun(self, job: _Job) -> None:
-        job.cancelled = True  # still queued: it never starts
-        thread = job.thread
-        if thread is None:
-            return
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread), ctypes.py_object(CallTimeout))
-
-        def watch() -> None:
-            if not job.done.wait(STUCK_SECONDS):
-                log.error(json.dumps({"event": "stuck", "detail": "a call that timed out did not stop; "
-                                      "this worker is replaced"}))
-                self.on_stuck()
-        threading.Thread(target=watch, daemon=True).start()
-
-
 class Service:
     """The function of this worker: loaded once, then called per request."""
 
@@ -180,7 +111,7 @@ class Service:
         self.signature: inspect.Signature | None = None
         self.ready = threading.Event()  # this worker's function is loaded
         self.peers_ready: Callable[[], bool] = lambda: True  # and the other workers' (set by nb2c_serve)
-        self.runner: Runner | None = None
+        self.batching = False
         self.openapi = b""
 
     def load(self) -> None:
@@ -192,16 +123,16 @@ class Service:
         self.function = getattr(self.module, self.spec["function"])
         self.signature = inspect.signature(self.function)
 
-    def start(self, threads: int = 1, on_stuck: Callable[[], None] = lambda: None) -> None:
+    def start(self) -> None:
         """Ready this worker. Without batching, calls run one at a time in the worker's main
-        thread, as they did in the notebook; with it, on threads started here (never before a
-        fork: threads do not survive one)."""
+        thread, as they did in the notebook; with it, in gunicorn's request threads, meeting in
+        the batchers' threads, started here (never before a fork: threads do not survive one)."""
         if not isinstance(sys.stdout, _ThreadStdout):  # logs keep the real stdout
             sys.stdout = _ThreadStdout(sys.stdout)
         batch = batching.Settings.from_environment([a["name"] for a in self.spec.get("artifacts", [])])
         if batch:
             batching.install(self.module, batch, METRICS.batch_size)
-        self.runner = Runner(threads, on_stuck) if batch else None
+        self.batching = batch is not None
         self.ready.set()
 
     def call(self, body: Any) -> dict[str, Any]:
@@ -228,8 +159,11 @@ class Service:
                 answer["stdout"] = printed.getvalue()
             return answer
 
-        if self.runner is not None:
-            return self.runner.run(work, TIMEOUT_SECONDS)
+        if self.batching:  # in this request thread: the wait for the batch is what times out
+            try:
+                return work()
+            except batching.BatchTimeout as exc:
+                raise RequestError(504, f"{exc} (NB2C_TIMEOUT)") from None
         return call_with_alarm(work, TIMEOUT_SECONDS)
 
     def _bind(self, body: Any) -> inspect.BoundArguments:
