@@ -32,11 +32,25 @@ def parser() -> argparse.ArgumentParser:
         command.add_argument("notebook", type=Path, help="the .ipynb file")
         for flag in flags_for(name):
             command.add_argument(*flag.names, **flag.kwargs)
+    deploy = commands.add_parser("deploy", help="deploy a build folder's image as a Swarm service (or roll "
+                                 "the service to it), and wait until every replica is healthy")
+    deploy.add_argument("folder", type=Path, help="the build folder (its deploy/compose.yaml)")
+    deploy.add_argument("--swarm", action="store_true", required=True,
+                        help="deploy to the swarm of the engine at hand (DOCKER_HOST)")
+    deploy.add_argument("--replicas", type=int, help="replicas (default: deploy/compose.yaml's)")
+    deploy.add_argument("--publish", type=int, metavar="PORT",
+                        help="port published on every swarm node (default: deploy/compose.yaml's)")
+    deploy.add_argument("--init-swarm", action="store_true",
+                        help="make this engine a single-node swarm if it is not in one")
+    deploy.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    deploy.add_argument("-v", "--verbose", action="store_true", help="show every step")
     return root
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "deploy":
+        return _deploy(args)
     options = Options.from_namespace(args, no_build=args.command == "render")
     progress = TerminalProgress(verbose=args.verbose)
     try:
@@ -62,6 +76,22 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def _deploy(args: argparse.Namespace) -> int:
+    from nb2container import swarm
+
+    try:
+        done = swarm.deploy(args.folder, args.replicas, args.init_swarm, TerminalProgress(verbose=args.verbose),
+                            publish=args.publish)
+    except Nb2ContainerError as error:
+        if args.debug:
+            raise
+        print(f"\nnb2container: {error}", file=sys.stderr)
+        return 1
+    print(f"\nOK: {done.service} serves {done.image} on {done.replicas} healthy replicas "
+          f"({done.seconds:.1f} s): {done.endpoint}")
+    return 0
+
+
 def _finish(report: BuildReport, options: Options) -> int:
     if report.verify is not None:
         print(verify.describe(report.verify) + "\n")
@@ -78,6 +108,8 @@ def _finish(report: BuildReport, options: Options) -> int:
         size = f"{report.size_bytes / 1e6:.0f} MB" if report.size_bytes else "?"
         print(f"\nOK: {report.image or report.image_id} reproduces {Path(report.notebook).name} "
               f"(Python {report.python}, {size}).")
+        if report.pushed:
+            print(f"Pushed: {report.pushed}")
         return 0
     untagged = "; it was not tagged" if report.folder else ""  # `test` checks an image, never tags
     print(f"\nFAILED: the image {report.image or (report.image_id or '')[:19]} does not "

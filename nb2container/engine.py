@@ -17,7 +17,7 @@ import docker.errors
 import docker.types
 
 from nb2container.errors import BuildError, SmokeTestError
-from nb2container.model import BuiltImage
+from nb2container.model import BuiltImage, Usage
 from nb2container.progress import Progress
 
 _LOG_TAIL_LINES = 25
@@ -27,9 +27,18 @@ _LOG_TAIL_LINES = 25
 class RunningContainer:
     container: Any
     url: str
+    started: float = 0.0  # time.monotonic() when it was started
 
     def logs(self) -> str:
         return self.container.logs().decode(errors="replace")
+
+    def usage(self) -> Usage:
+        """Memory peak and CPU time so far (cgroup v1 keeps the peak; v2 only the current use)."""
+        stats = self.container.stats(stream=False)
+        memory = stats.get("memory_stats", {})
+        cpu = stats.get("cpu_stats", {}).get("cpu_usage", {})
+        return Usage(int(memory.get("max_usage") or memory.get("usage") or 0),
+                     cpu.get("total_usage", 0) / 1e9, time.monotonic() - self.started)
 
 
 class Engine:
@@ -83,8 +92,29 @@ class Engine:
                 f"{platform} images on an engine of that CPU, or install QEMU binfmt handlers.")
 
     def tag(self, image_id: str, tag: str) -> None:
-        repository, _, version = tag.rpartition(":") if ":" in tag.split("/")[-1] else (tag, "", "latest")
-        self.client.images.get(image_id).tag(repository, version or "latest")
+        repository, version = split_tag(tag)
+        self.client.images.get(image_id).tag(repository, version)
+
+    def push(self, image_id: str, repository: str, version: str, progress: Progress) -> str:
+        """Tag ``image_id`` as REPOSITORY:VERSION, push it, and return the pushed digest."""
+        self.client.images.get(image_id).tag(repository, version)
+        progress.step(f"Pushing {repository}:{version}")
+        digest = None
+        try:
+            for event in self.client.api.push(repository, tag=version, stream=True, decode=True):
+                if "error" in event:
+                    raise BuildError(
+                        f"The push of {repository}:{version} failed: {event['error']}. The image stays "
+                        "tagged locally; check that the registry is reachable from the engine and that "
+                        "you are logged in to it (docker login), then push again.")
+                if event.get("status") and event.get("id"):
+                    progress.log(f"{event['id']}: {event['status']}")
+                digest = (event.get("aux") or {}).get("Digest") or digest
+        except docker.errors.APIError as exc:
+            raise BuildError(f"The push of {repository}:{version} failed: {exc.explanation}.") from None
+        if not digest:
+            raise BuildError(f"The registry took {repository}:{version} but named no digest.")
+        return str(digest)
 
     def inspect(self, reference: str) -> BuiltImage:
         try:
@@ -121,7 +151,7 @@ class Engine:
             raise SmokeTestError(f"The engine could not start the image: {exc.explanation}"
                                  + (" (were GPUs asked for with --gpus on a machine without them?)"
                                     if gpus else "")) from None
-        running = RunningContainer(container, f"http://127.0.0.1:{host_port}")
+        running = RunningContainer(container, f"http://127.0.0.1:{host_port}", time.monotonic())
         try:
             _wait_ready(running, ready_timeout)
             yield running
@@ -150,6 +180,12 @@ def _wait_ready(running: RunningContainer, timeout: float) -> None:
         f"The container was not ready after {timeout:.0f} s. Its log ends with:\n"
         + "\n".join(running.logs().splitlines()[-_LOG_TAIL_LINES:])
     )
+
+
+def split_tag(tag: str) -> tuple[str, str]:
+    """'registry:5000/repo:1.0' -> ('registry:5000/repo', '1.0'); no tag -> 'latest'."""
+    repository, _, version = tag.rpartition(":") if ":" in tag.split("/")[-1] else (tag, "", "latest")
+    return repository, version or "latest"
 
 
 def free_port() -> int:

@@ -158,6 +158,15 @@ class BuiltImage:
     size_bytes: int
 
 
+@dataclass(frozen=True)
+class Usage:
+    """What the container used during the smoke run (sizes the deploy manifests)."""
+
+    memory_peak_bytes: int
+    cpu_seconds: float
+    wall_seconds: float
+
+
 @dataclass
 class SmokeCase:
     cell: int  # 1-based cell of the notebook; 0 when only the execution count is known
@@ -182,6 +191,7 @@ class SmokeCase:
 class SmokeReport:
     cases: list[SmokeCase] = field(default_factory=list)
     health: bool = False
+    usage: Usage | None = None
 
     @property
     def passed(self) -> int:
@@ -206,4 +216,5 @@ class SmokeReport:
     def to_dict(self) -> dict[str, Any]:
         return {"health": self.health, "passed": self.passed, "failed": self.failed,
                 "skipped": self.skipped, "stale": self.stale,
+                "usage": asdict(self.usage) if self.usage else None,
                 "cases": [asdict(case) for case in self.cases]}

@@ -34,6 +34,7 @@ class Options:
     examples: tuple[str, ...] = ()  # extra calls as JSON bodies (--example)
     bind: tuple[str, ...] = ()  # parameters the server supplies with the notebook's object (--bind)
     no_bind: bool = False  # never infer bound parameters
+    push: str | None = None  # REGISTRY/REPO to push to once the smoke test passed
     batch: str | None = None  # micro-batching of model calls: "auto" or "model.predict,..." (--batch)
     batch_max_size: int = 64
     batch_max_wait_ms: float = 5.0
@@ -93,6 +94,10 @@ FLAGS: tuple[Flag, ...] = (
         "help": "parameters the server fills with the notebook's object (a model passed as an "
                 "argument); inferred when every call passes the same object with no JSON form"}),
     Flag(("--no-bind",), _ALL, {"action": "store_true", "help": "never infer bound parameters"}),
+    Flag(("--push",), frozenset({"build", "magic"}), {
+        "metavar": "REGISTRY/REPO",
+        "help": "after the smoke test passed (never before), push the image there; the report and "
+                "deploy/ name it by digest"}),
     Flag(("--batch",), _BUILDS, {
         "nargs": "?", "const": "auto", "metavar": "OBJECT.METHOD[,...]",
         "help": "micro-batch the model calls of concurrent requests: `auto` (the default when given "

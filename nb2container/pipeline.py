@@ -13,9 +13,9 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from nb2container import cuda, drift, freeze, notebook, render, system_libs, wheelhouse
+from nb2container import cuda, deploy, drift, freeze, notebook, render, system_libs, wheelhouse
 from nb2container.captured import parse_examples
-from nb2container.engine import Engine
+from nb2container.engine import Engine, split_tag
 from nb2container.errors import BuildError, UsageError
 from nb2container.model import BuiltImage, Capture, FrozenEnvironment, Pin, SmokeReport
 from nb2container.options import Options
@@ -150,6 +150,7 @@ def _freeze_and_render(capture: Capture, options: Options, progress: Progress) -
                   f"{len(pins)} packages, {len(capture.spec.artifacts)} artifact(s))")
     server_pins = server_runtime(frozen.python_version, options.platform, progress)
     render.render(capture, frozen, server_pins, folder, tag, options)
+    deploy.write(folder, capture, frozen, tag, options.port)
     return Rendered(capture, frozen, folder, tag)
 
 
@@ -174,12 +175,25 @@ def run(options: Options, progress: Progress, capturer: Capturer | None = None) 
     else:
         report.smoke = smoke(engine, image, rendered.capture, options, progress)
         _warn_stale(report.smoke, progress)
+        if report.smoke.usage:  # size the deploy manifests by what the image used
+            deploy.write(rendered.folder, rendered.capture, rendered.frozen, rendered.tag, options.port,
+                         report.smoke.usage)
     report.verify = _verify(engine, image, rendered.capture, options, progress)
     verified = report.verify is None or report.verify.ok
     if verified and (options.no_smoke or (report.smoke and report.smoke.ok)):
         engine.tag(image.id, rendered.tag)
         report.image = rendered.tag
         progress.step(f"Tagged {rendered.tag} ({image.size_bytes / 1e6:.0f} MB)")
+        if options.push:
+            repository = options.push.rsplit("@", 1)[0]
+            version = split_tag(rendered.tag)[1]
+            digest = engine.push(image.id, repository, version, progress)
+            report.pushed = f"{repository}@{digest}"
+            progress.step(f"Pushed {report.pushed}")
+            deploy.write(rendered.folder, rendered.capture, rendered.frozen, report.pushed, options.port,
+                         report.smoke.usage if report.smoke else None)
+    elif options.push:
+        progress.warn(f"not pushed to {options.push}: the image did not pass")
     return _written(report, options)
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import jinja2
 
 import nb2container
-from nb2container import compare, openapi
+from nb2container import compare, deploy, openapi
 from nb2container.errors import UsageError
 from nb2container.kernel.files import IMAGE_WORKDIR
 from nb2container.model import Capture, FrozenEnvironment, Pin
@@ -75,7 +75,7 @@ def render(capture: Capture, frozen: FrozenEnvironment, server_pins: list[Pin], 
     context = {**_context(capture, frozen, tag, options.port), "rel_tol": options.rel_tol,
                "abs_tol": options.abs_tol, "multiarch": MULTIARCH.get(options.platform, "x86_64-linux-gnu"),
                "gpus_flag": f"--gpus {options.gpus or 'all'} " if frozen.cuda else "",
-               "server_pins": sorted(server_pins, key=lambda p: p.name),
+               "server_pins": sorted(server_pins, key=lambda p: p.name), "grace": deploy.GRACE_SECONDS,
                "batch": options.batch, "batch_max_size": options.batch_max_size,
                "batch_max_wait_ms": f"{options.batch_max_wait_ms:g}"}
     env = environment()

@@ -33,6 +33,7 @@ class BuildReport:
     verify: Any = None  # verify.VerifyReport, with --verify-notebook
     system_packages: dict[str, str] = field(default_factory=dict)  # Debian packages added for libraries
     cuda: dict[str, Any] | None = None  # model.Cuda as a dict; None: CPU only
+    pushed: str | None = None  # REGISTRY/REPO@sha256:... after --push
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -45,6 +46,7 @@ class BuildReport:
             "packages": self.packages,
             "system_packages": self.system_packages,
             "cuda": self.cuda,
+            "pushed": self.pushed,
             "build_folder": self.folder,
             "artifacts": self.artifacts,
             "files": self.files,

@@ -45,6 +45,7 @@ def smoke_test(
                 status, answer = post_json(running.url + "/predict", case.request)
                 _judge(case, status, answer, rel_tol, abs_tol)
             report.cases.append(case)
+        report.usage = running.usage()
     return report
 
 

@@ -8,6 +8,15 @@ python=${NB2C_PYTHON:-python3}
 if [ ! -x "$venv/bin/python" ]; then
     "$python" -m venv "$venv"
 fi
+# The push test runs a registry of its own (Debian's docker-registry); wrk drives bench/serve.py.
+missing=()
+command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+if [ ${#missing[@]} -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >&2
+    apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
+fi
 stamp="$venv/.nb2c-installed"
 inputs=$(cat "$root/pyproject.toml" "$root/notebooks/requirements.txt" \
     "$root/notebooks/packages/pricing_rules/pyproject.toml" | sha256sum | cut -d' ' -f1)

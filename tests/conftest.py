@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,3 +86,36 @@ def notebook_builds(
 @pytest.fixture(scope="session")
 def house_build(notebook_builds: NotebookBuilds) -> Built:
     return notebook_builds("house_prices.ipynb")
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real registry on loopback (Debian's docker-registry, installed by scripts/setup-dev.sh);
+    the engine treats 127.0.0.0/8 registries as insecure, so plain HTTP is fine."""
+    import shutil
+    import time
+    import urllib.request
+
+    from nb2container.engine import free_port
+
+    binary = shutil.which("docker-registry")
+    if binary is None:
+        pytest.fail("docker-registry is missing: run scripts/setup-dev.sh")
+    folder = tmp_path_factory.mktemp("registry")
+    address = f"127.0.0.1:{free_port()}"
+    (folder / "config.yml").write_text(
+        f"version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {folder / 'data'}\n"
+        f"http:\n  addr: {address}\n")
+    process = subprocess.Popen([binary, "serve", str(folder / "config.yml")], stdout=subprocess.DEVNULL,
+                               stderr=open(folder / "registry.log", "w"))  # noqa: SIM115 - lives as long as the process
+    try:
+        for _ in range(100):
+            try:
+                with urllib.request.urlopen(f"http://{address}/v2/", timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.1)
+        yield address
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

@@ -1,0 +1,159 @@
+"""``nb2container deploy FOLDER --swarm``: run the build folder's service on a Docker Swarm.
+
+The service is the one ``deploy/compose.yaml`` describes (image, port, healthcheck, read-only
+root, user, stop grace period, start-first rolling updates that roll back on failure), created
+or updated through the Engine API on the engine at hand. It returns once every replica of the
+new version is running and healthy. It never turns an engine into a swarm unless asked.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import docker.types
+import yaml
+
+from nb2container.errors import BuildError, UsageError
+from nb2container.progress import Progress
+
+_NS = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class Deployed:
+    service: str
+    image: str
+    replicas: int
+    endpoint: str
+    seconds: float  # until every replica of this version was healthy
+
+
+def deploy(folder: Path, replicas: int | None, init_swarm: bool, progress: Progress,
+           client: docker.DockerClient | None = None, timeout: float = 300, publish: int | None = None) -> Deployed:
+    compose_file = folder / "deploy" / "compose.yaml"
+    if not compose_file.is_file():
+        raise UsageError(f"{folder} has no deploy/compose.yaml. Give the build folder nb2container "
+                         "rendered (nb2container build NOTEBOOK --output FOLDER), not another one.")
+    name, service = next(iter(yaml.safe_load(compose_file.read_text())["services"].items()))
+    client = client or docker.from_env()
+    _ensure_swarm(client, init_swarm, progress)
+    count = replicas or int(service.get("deploy", {}).get("replicas", 1))
+    if publish:
+        service["ports"] = [f"{publish}:{str(service['ports'][0]).split(':')[-1]}"]
+    spec = _spec(name, service, count)
+    started = time.monotonic()
+    try:
+        existing = client.services.get(name)
+    except docker.errors.NotFound:
+        progress.step(f"Creating the swarm service {name} ({count} replicas of {service['image']})")
+        client.services.create(**spec)
+    else:
+        progress.step(f"Rolling the swarm service {name} to {service['image']} ({count} replicas, start-first)")
+        existing.update(**spec)
+    _wait_healthy(client, name, service["image"], count, timeout, progress)
+    seconds = time.monotonic() - started
+    published = str(service["ports"][0]).split(":")[0]
+    if not _answers(f"http://127.0.0.1:{published}/health"):
+        progress.warn(
+            f"every replica is healthy, but the published port {published} does not answer on this node. "
+            "The swarm's routing mesh needs the kernel's IPVS (the ip_vs module); without it, reach "
+            "the replicas through a load balancer of your own on the service's network.")
+    return Deployed(name, service["image"], count, f"http://127.0.0.1:{published}/predict", seconds)
+
+
+def _answers(url: str, seconds: float = 5) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return bool(response.status == 200)
+        except OSError:
+            time.sleep(0.5)
+    return False
+
+
+def _ensure_swarm(client: docker.DockerClient, init_swarm: bool, progress: Progress) -> None:
+    state = client.info().get("Swarm", {}).get("LocalNodeState")
+    if state == "active":
+        return
+    if not init_swarm:
+        raise UsageError(
+            "This Docker engine is not part of a swarm, and nb2container does not make it one on its "
+            "own: that changes the engine for everything else it runs. Join it to your swarm, or pass "
+            "--init-swarm to start a single-node swarm here.")
+    progress.step("Starting a single-node swarm on this engine (--init-swarm)")
+    client.swarm.init(advertise_addr="127.0.0.1", listen_addr="127.0.0.1:2377")
+
+
+def _seconds(value: str | int | float) -> float:
+    found = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m)?", str(value).strip())
+    if not found:
+        raise UsageError(f"deploy/compose.yaml: cannot read the duration {value!r}")
+    number, unit = float(found.group(1)), found.group(2) or "s"
+    return number * {"ms": 0.001, "s": 1, "m": 60}[unit]
+
+
+def _spec(name: str, service: dict[str, Any], replicas: int) -> dict[str, Any]:
+    deploy_section = service.get("deploy", {})
+    update = deploy_section.get("update_config", {})
+    rollback = deploy_section.get("rollback_config", {})
+    health = service["healthcheck"]
+    published, target = (int(p) for p in str(service["ports"][0]).split(":"))
+    return {
+        "image": service["image"],
+        "name": name,
+        "mode": docker.types.ServiceMode("replicated", replicas=replicas),
+        "endpoint_spec": docker.types.EndpointSpec(ports={published: target}),
+        "env": [f"{key}={value}" for key, value in service.get("environment", {}).items()],
+        "user": service.get("user"),
+        "read_only": bool(service.get("read_only")),
+        "stop_signal": service.get("stop_signal", "SIGTERM"),
+        "stop_grace_period": int(_seconds(service.get("stop_grace_period", "10s")) * _NS),
+        "healthcheck": docker.types.Healthcheck(
+            test=health["test"], interval=int(_seconds(health["interval"]) * _NS),
+            timeout=int(_seconds(health["timeout"]) * _NS), retries=int(health["retries"]),
+            start_period=int(_seconds(health.get("start_period", "0s")) * _NS)),
+        "update_config": docker.types.UpdateConfig(
+            parallelism=int(update.get("parallelism", 1)), delay=int(_seconds(update.get("delay", "0s")) * _NS),
+            failure_action=update.get("failure_action", "rollback"), order=update.get("order", "start-first"),
+            monitor=int(_seconds(update.get("monitor", "5s")) * _NS)),
+        "rollback_config": docker.types.RollbackConfig(
+            parallelism=int(rollback.get("parallelism", 1)), order=rollback.get("order", "start-first")),
+        "restart_policy": docker.types.RestartPolicy(condition="any"),
+        "labels": {"io.nb2container.service": name},
+    }
+
+
+def _wait_healthy(client: docker.DockerClient, name: str, image: str, replicas: int, timeout: float,
+                  progress: Progress) -> None:
+    """Until ``replicas`` tasks of ``image`` run healthy (a task with a healthcheck is 'running'
+    only once healthy) and any rolling update is complete."""
+    deadline = time.monotonic() + timeout
+    shown = ""
+    while time.monotonic() < deadline:
+        service = client.services.get(name)
+        update = (service.attrs.get("UpdateStatus") or {}).get("State", "completed")
+        if update in ("rollback_completed", "rollback_paused", "paused"):
+            message = (service.attrs.get("UpdateStatus") or {}).get("Message", "")
+            raise BuildError(f"The swarm rolled {name} back instead of updating it ({message}). The "
+                             "previous version still serves. `docker service ps --no-trunc "
+                             f"{name}` shows why the new tasks failed.")
+        running = [task for task in service.tasks(filters={"desired-state": "running"})
+                   if task["Status"]["State"] == "running"
+                   and task["Spec"]["ContainerSpec"]["Image"].split("@")[0] == image.split("@")[0]]
+        line = f"{len(running)}/{replicas} replicas of the new version healthy; update {update}"
+        if line != shown:
+            progress.detail(line)
+            shown = line
+        if len(running) >= replicas and update == "completed":
+            return
+        time.sleep(0.5)
+    raise BuildError(f"The swarm service {name} was not healthy after {timeout:.0f} s: "
+                     f"`docker service ps {name}` shows its tasks.")
