@@ -205,11 +205,12 @@ def test_workers_follow_the_cpu_limit_unless_told(faults: Built, docker_client: 
     assert started(nano_cpus=1_000_000_000, environment={"NB2C_WORKERS": "3"})["workers"] == 3
 
 
-def test_sigterm_during_a_stream_of_requests_loses_none(faults: Built, docker_client: docker.DockerClient) -> None:
-    """Four clients send calls that take 0.2 s, one after another, each on a new connection.
-    After SIGTERM every call whose connection was accepted is answered; then connections are
-    refused, and the server exits 0."""
-    with serving(docker_client, faults.tag, environment={"NB2C_WORKERS": "2"}) as served:
+def sigterm_during_a_stream(docker_client: docker.DockerClient, tag: str, body: bytes, answer: bytes,
+                            clients: int) -> None:
+    """Clients send calls one after another, each on a new connection. After SIGTERM every call
+    whose connection was accepted is answered; then connections are refused, and the server
+    exits 0."""
+    with serving(docker_client, tag, environment={"NB2C_WORKERS": "2"}) as served:
         answered, lost, refused = [], [], []
         stop = threading.Event()
 
@@ -222,8 +223,7 @@ def test_sigterm_during_a_stream_of_requests_loses_none(faults: Built, docker_cl
                     refused.append(time.monotonic())
                     return
                 try:
-                    connection.request("POST", "/predict", body=b'{"x": 1, "wait": 0.2}',
-                                       headers={"Content-Type": "application/json"})
+                    connection.request("POST", "/predict", body=body, headers={"Content-Type": "application/json"})
                     response = connection.getresponse()
                     answered.append((time.monotonic(), response.status, response.read()[:200]))
                 except (OSError, http.client.HTTPException) as exc:
@@ -231,7 +231,7 @@ def test_sigterm_during_a_stream_of_requests_loses_none(faults: Built, docker_cl
                 finally:
                     connection.close()
 
-        threads = [threading.Thread(target=client) for _ in range(4)]
+        threads = [threading.Thread(target=client) for _ in range(clients)]
         for thread in threads:
             thread.start()
         time.sleep(1.5)
@@ -242,11 +242,21 @@ def test_sigterm_during_a_stream_of_requests_loses_none(faults: Built, docker_cl
         for thread in threads:
             thread.join(timeout=60)
         assert lost == []
-        wrong = [(status, body) for _, status, body in answered if (status, body) != (200, b'{"result": 2.0}')]
-        assert wrong == []
+        assert [(status, got) for _, status, got in answered if (status, got) != (200, answer)] == []
         assert sum(at > signalled for at, _, _ in answered) >= 1  # calls in flight at SIGTERM were answered
         assert len(answered) >= 8 and refused
         assert result["StatusCode"] == 0
+
+
+def test_sigterm_during_a_stream_of_requests_loses_none(faults: Built, docker_client: docker.DockerClient) -> None:
+    """gunicorn's sync workers, calls of 0.2 s."""
+    sigterm_during_a_stream(docker_client, faults.tag, b'{"x": 1, "wait": 0.2}', b'{"result": 2.0}', clients=4)
+
+
+def test_sigterm_loses_none_with_batching_too(batched_house: str, docker_client: docker.DockerClient) -> None:
+    """The threaded workers that --batch uses, with calls waiting in batches at SIGTERM."""
+    sigterm_during_a_stream(docker_client, batched_house, b'{"area_sqft": 1500, "num_bedrooms": 3}',
+                            b'{"result": 245500.0}', clients=8)
 
 
 def test_the_environment_lists_exactly_the_lock_with_the_server_installed(
