@@ -49,11 +49,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.command == "deploy":
-        return _deploy(args)
-    options = Options.from_namespace(args, no_build=args.command == "render")
     progress = TerminalProgress(verbose=args.verbose)
     try:
+        if args.command == "deploy":
+            return _deploy(args, progress)
+        options = Options.from_namespace(args, no_build=args.command == "render")
         if args.command == "render":
             rendered = pipeline.render_folder(options, progress)
             print(f"Build folder ready: {rendered.folder}  (docker build -t {rendered.tag} "
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             return _finish(pipeline.test_image(options, args.image, progress), options)
         return _finish(pipeline.run(options, progress), options)
     except Nb2ContainerError as error:
-        if options.debug:
+        if args.debug:
             raise
         print(f"\nnb2container: {error}", file=sys.stderr)
         return 1
@@ -76,17 +76,10 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _deploy(args: argparse.Namespace) -> int:
+def _deploy(args: argparse.Namespace, progress: TerminalProgress) -> int:
     from nb2container import swarm
 
-    try:
-        done = swarm.deploy(args.folder, args.replicas, args.init_swarm, TerminalProgress(verbose=args.verbose),
-                            publish=args.publish)
-    except Nb2ContainerError as error:
-        if args.debug:
-            raise
-        print(f"\nnb2container: {error}", file=sys.stderr)
-        return 1
+    done = swarm.deploy(args.folder, args.replicas, args.init_swarm, progress, publish=args.publish)
     print(f"\nOK: {done.service} serves {done.image} on {done.replicas} healthy replicas "
           f"({done.seconds:.1f} s): {done.endpoint}")
     return 0

@@ -36,9 +36,10 @@ class Settings:
     max_wait: float  # seconds
     timeout: float | None = None  # seconds a call waits for its batch
     @classmethod
-    def from_environment(cls, artifacts: list[str]) -> Settings | None:
+    def from_environment(cls, artifacts: list[str], timeout: float | None = None) -> Settings | None:
         """NB2C_BATCH: "model.predict,model.predict_proba", or "auto": the row-wise methods of
-        each of the notebook's saved objects (``artifacts``); empty or unset: no batching."""
+        each of the notebook's saved objects (``artifacts``); empty or unset: no batching.
+        ``timeout``: how long a call waits for its batch (the server's NB2C_TIMEOUT)."""
         value = os.environ.get("NB2C_BATCH", "").strip()
         if not value:
             return None
@@ -48,8 +49,7 @@ class Settings:
         targets = tuple(tuple(item.rsplit(".", 1)) for item in items if "." in item)
         return cls(targets,  # type: ignore[arg-type]
                    int(os.environ.get("NB2C_BATCH_MAX_SIZE", "64")),
-                   float(os.environ.get("NB2C_BATCH_MAX_WAIT_MS", "5")) / 1000,
-                   float(os.environ.get("NB2C_TIMEOUT", "60")))
+                   float(os.environ.get("NB2C_BATCH_MAX_WAIT_MS", "5")) / 1000, timeout)
 
 
 class BatchTimeout(Exception):

@@ -40,6 +40,7 @@ from typing import Any
 
 sys.path.append(os.environ.get("NB2C_SERVER_LIBS", "/opt/nb2c-server"))  # after site-packages: the lock wins
 PORT = int(os.environ.get("NB2C_PORT", "8000"))
+TIMEOUT_SECONDS = float(os.environ.get("NB2C_TIMEOUT", "60"))  # nb2c_server reads the same
 # Shared memory is writable even with --read-only: gunicorn's heartbeat files and the metrics.
 RUNTIME_DIR = Path("/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()) / "nb2c"
 
@@ -78,7 +79,7 @@ def settings() -> dict[str, Any]:
         "errorlog": "-",
         "graceful_timeout": grace,
         # A worker silent this long (a call stuck in C past its 504) is killed and replaced.
-        "timeout": int(float(os.environ.get("NB2C_TIMEOUT", "60"))) + 5,
+        "timeout": int(TIMEOUT_SECONDS) + 5,
         "keepalive": 5,
         "preload_app": os.environ.get("NB2C_PRELOAD") == "1",
         "worker_tmp_dir": str(RUNTIME_DIR),
@@ -276,7 +277,7 @@ def main() -> None:
 
     _log({"event": "starting", "port": PORT, "workers": config["workers"], "threads": config["threads"],
           "cpu_limit": cpu_limit(), "batching": os.environ.get("NB2C_BATCH") or None,
-          "timeout_seconds": float(os.environ.get("NB2C_TIMEOUT", "60")),
+          "timeout_seconds": TIMEOUT_SECONDS,
           "grace_seconds": config["graceful_timeout"], "preload": config["preload_app"]})
     Server().run()
 

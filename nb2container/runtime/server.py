@@ -129,7 +129,8 @@ class Service:
         the batchers' threads, started here (never before a fork: threads do not survive one)."""
         if not isinstance(sys.stdout, _ThreadStdout):  # logs keep the real stdout
             sys.stdout = _ThreadStdout(sys.stdout)
-        batch = batching.Settings.from_environment([a["name"] for a in self.spec.get("artifacts", [])])
+        batch = batching.Settings.from_environment([a["name"] for a in self.spec.get("artifacts", [])],
+                                                   TIMEOUT_SECONDS)
         if batch:
             batching.install(self.module, batch, METRICS.batch_size)
         self.batching = batch is not None
@@ -154,7 +155,7 @@ class Service:
             finally:
                 if isinstance(sys.stdout, _ThreadStdout):
                     sys.stdout.local.buffer = None
-            answer = {"result": json.loads(json.dumps(result, default=codecs.to_json))}
+            answer = {"result": result}  # encoded once, by application() (codecs.to_json)
             if printed is not None:
                 answer["stdout"] = printed.getvalue()
             return answer
@@ -276,14 +277,17 @@ def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> 
         status, payload = _route(method, path, environ)
         if path == "/metrics":
             content_type = "text/plain; version=0.0.4; charset=utf-8"
+        # numpy and pandas results become JSON here; a result with no JSON form is the function's 500
+        body = payload if isinstance(payload, bytes) else json.dumps(payload, default=codecs.to_json).encode()
     except RequestError as exc:
-        status, payload, headers = exc.status, {"error": str(exc)}, exc.headers
+        status, headers = exc.status, exc.headers
+        body = json.dumps({"error": str(exc)}).encode()
     except Exception as exc:  # the function raised: 500, the worker lives on
         error_id = uuid.uuid4().hex[:12]
         log.error(json.dumps({"event": "error", "error_id": error_id, "function": SERVICE.spec.get("function"),
                               "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}))
-        status, payload = 500, {"error": f"{type(exc).__name__}: {exc}", "error_id": error_id}
-    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        status = 500
+        body = json.dumps({"error": f"{type(exc).__name__}: {exc}", "error_id": error_id}).encode()
     start_response(f"{status} {HTTPStatus(status).phrase}",
                    [("Content-Type", content_type), ("Content-Length", str(len(body))), *headers])
     METRICS.observe(path, method, status, time.perf_counter() - started)
