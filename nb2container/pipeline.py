@@ -175,9 +175,6 @@ def run(options: Options, progress: Progress, capturer: Capturer | None = None) 
     else:
         report.smoke = smoke(engine, image, rendered.capture, options, progress)
         _warn_stale(report.smoke, progress)
-        if report.smoke.usage:  # size the deploy manifests by what the image used
-            deploy.write(rendered.folder, rendered.capture, rendered.frozen, rendered.tag, options.port,
-                         report.smoke.usage)
     report.verify = _verify(engine, image, rendered.capture, options, progress)
     verified = report.verify is None or report.verify.ok
     if verified and (options.no_smoke or (report.smoke and report.smoke.ok)):
@@ -190,10 +187,12 @@ def run(options: Options, progress: Progress, capturer: Capturer | None = None) 
             digest = engine.push(image.id, repository, version, progress)
             report.pushed = f"{repository}@{digest}"
             progress.step(f"Pushed {report.pushed}")
-            deploy.write(rendered.folder, rendered.capture, rendered.frozen, report.pushed, options.port,
-                         report.smoke.usage if report.smoke else None)
     elif options.push:
         progress.warn(f"not pushed to {options.push}: the image did not pass")
+    usage = report.smoke.usage if report.smoke else None
+    if usage or report.pushed:  # size deploy/ by what the image used; name a pushed image by digest
+        deploy.write(rendered.folder, rendered.capture, rendered.frozen, report.pushed or rendered.tag,
+                     options.port, usage)
     return _written(report, options)
 
 
