@@ -43,6 +43,13 @@ if ! docker version >/dev/null 2>&1; then
     docker version >/dev/null 2>&1 || { tail -20 "$run/dockerd.log" >&2; log "dockerd did not start"; exit 1; }
 fi
 
+# Every build adds layers to a data root that outlives clones; warn before a full disk
+# turns into build errors that hide the cause.
+free_kib=$(df -Pk "$state" | awk 'NR == 2 {print $4}')
+if [ "${free_kib:-0}" -lt $((8 * 1024 * 1024)) ]; then
+    log "warning: only $((free_kib / 1024 / 1024)) GiB free under $state; reclaim with: docker image prune (untagged images) or docker image prune -a (all unused)"
+fi
+
 python=${NB2C_KERNEL_PYTHON:-"$root/.venv/bin/python"}
 [ -x "$python" ] || python=python3
 version=$("$python" -c 'import platform; print(platform.python_version())')

@@ -3,8 +3,10 @@ the house-price image is built once per session and shared."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,6 +19,27 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
+# Below this much free space under the engine's data root, builds fail half-way with errors
+# that hide the cause; say so once instead.
+MIN_FREE_BYTES = 8 * 2**30
+
+
+def _tidy_engine() -> None:
+    """Remove the images that lost their tag (rebuilt tags, failed builds, removed pushes).
+
+    The suite builds a few dozen images per run into the private engine, whose data root
+    outlives every clone; without this each run left gigabytes behind until the disk filled."""
+    # No engine here: the engine tests skip or fail on their own.
+    with contextlib.suppress(docker.errors.DockerException):
+        docker.from_env().images.prune(filters={"dangling": True})
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _tidy_engine()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _tidy_engine()
 
 
 @dataclass
@@ -44,6 +67,11 @@ def docker_client() -> docker.DockerClient:
         if os.environ.get("NB2C_REQUIRE_ENGINE"):
             pytest.fail(f"the private engine is required but does not answer: {exc}")
         pytest.skip('no Docker engine: run eval "$(scripts/engine.sh)" first')
+    data_root = Path(str(client.info().get("DockerRootDir", "")))
+    if data_root.is_dir() and (free := shutil.disk_usage(data_root).free) < MIN_FREE_BYTES:
+        pytest.fail(f"only {free / 2**30:.1f} GiB are free under the engine's data root {data_root}; "
+                    "the image builds need about 8 GiB. Free space there (docker image prune -a "
+                    "removes every image no container uses), then run the tests again.")
     return client
 
 
