@@ -7,7 +7,9 @@ Downloads are cached between builds (``NB2C_CACHE_DIR``, default ~/.cache/nb2con
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -138,14 +140,26 @@ def _best_wheel(folder: Path, name: str, version: str, tags: list[Tag]) -> Path 
 def resolve(requirements: list[str], python_version: str, platform: str, progress: Progress) -> list[Pin]:
     """Resolve ``requirements`` with their dependencies (pip's resolver) for the image, and pin them.
 
-    For tools added beside the frozen environment (never into it), such as the kernel and
-    nbval that --verify-notebook runs in a sibling image. Wheels are cached like the rest.
+    For tools added beside the frozen environment (never into it): the server in every image,
+    and the kernel and nbval that --verify-notebook runs in a sibling image. Wheels are cached
+    like the rest, and so is the resolution: exact pins are resolved once per Python and
+    platform, so a rebuild with warm caches needs no index; looser requirements are resolved
+    afresh and fall back to the last resolution when the index cannot be reached.
     """
     folder = cache_dir()
+    record = folder / _resolution_name(requirements, python_version, platform)
+    recorded = _recorded_pins(record, folder)
+    if recorded and all(_EXACT_PIN.fullmatch(requirement) for requirement in requirements):
+        return recorded
     progress.step(f"Resolving {', '.join(requirements)} for {platform}, Python {python_version}")
     done = subprocess.run([*_download_command(python_version, platform, folder, deps=True), *requirements],
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:
+        if recorded:
+            progress.warn(f"{', '.join(requirements)} could not be resolved ({_pip_error(done.stderr)}); "
+                          f"using the versions resolved last time: "
+                          f"{', '.join(f'{p.name}=={p.version}' for p in recorded)}")
+            return recorded
         raise FreezeError(f"{', '.join(requirements)} could not be resolved as wheels for the image: "
                           f"{_pip_error(done.stderr)}")
     wheels = sorted({Path(m) for m in re.findall(r"(?:Saved|File was already downloaded) (\S+\.whl)", done.stdout)})
@@ -153,7 +167,30 @@ def resolve(requirements: list[str], python_version: str, platform: str, progres
     for wheel in wheels:
         name, version, _, _ = parse_wheel_filename(wheel.name)
         pins.append(Pin(str(name), str(version), wheel.name, hashlib.sha256(wheel.read_bytes()).hexdigest()))
+    record.write_text(json.dumps([dataclasses.asdict(pin) for pin in pins], indent=1) + "\n")
     return pins
+
+
+_EXACT_PIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9.+!-]+")
+
+
+def _resolution_name(requirements: list[str], python_version: str, platform: str) -> str:
+    major, minor = python_version.split(".")[:2]
+    key = "\n".join([*sorted(requirements), f"cp{major}{minor}", platform])
+    return f"resolved-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+
+
+def _recorded_pins(record: Path, folder: Path) -> list[Pin] | None:
+    """The pins resolved last time, when every wheel is still in the cache, unchanged."""
+    try:
+        pins = [Pin(**fields) for fields in json.loads(record.read_text())]
+    except (OSError, ValueError, TypeError):
+        return None
+    for pin in pins:
+        wheel = folder / pin.wheel
+        if not wheel.is_file() or hashlib.sha256(wheel.read_bytes()).hexdigest() != pin.sha256:
+            return None
+    return pins or None
 
 
 def _download_command(python_version: str, platform: str, folder: Path, deps: bool) -> list[str]:

@@ -14,8 +14,9 @@ import pytest
 
 from nb2container.drift import check, differences
 from nb2container.engine import Engine
-from nb2container.errors import BuildError
+from nb2container.errors import BuildError, FreezeError
 from nb2container.model import FrozenEnvironment, Pin
+from nb2container.progress import SilentProgress
 from tests.conftest import NOTEBOOKS, Built, NotebookBuilds, run_cli
 
 
@@ -108,3 +109,39 @@ def test_installed_extras_in_use_join_the_closure() -> None:
     used = extras_in_use(sys.executable, ["lightgbm", "joblib"])
     assert "scikit-learn" in used.get("lightgbm", [])  # lightgbm imports sklearn when it is there
     assert "joblib" not in used  # its test/docs extras are not installed
+
+
+class Warnings(SilentProgress):
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+
+
+def test_tool_resolutions_are_recorded_so_rebuilds_need_no_index(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server's exact pins come from the record without asking the index; looser
+    requirements ask it, and fall back to the record (with a warning) when it is unreachable."""
+    from nb2container.wheelhouse import resolve
+
+    monkeypatch.setenv("NB2C_CACHE_DIR", str(tmp_path))
+    version = platform.python_version()
+    online = Warnings()
+    pinned = resolve(["prometheus-client==0.26.0"], version, "linux/amd64", online)
+    loose = resolve(["prometheus-client"], version, "linux/amd64", online)
+    assert [(p.name, p.version) for p in pinned] == [("prometheus-client", "0.26.0")]
+    assert online.warnings == []
+
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # no index, and no wheel folder but an empty one
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "nothing"))
+    offline = Warnings()
+    assert resolve(["prometheus-client==0.26.0"], version, "linux/amd64", offline) == pinned
+    assert offline.warnings == []
+    assert resolve(["prometheus-client"], version, "linux/amd64", offline) == loose
+    assert len(offline.warnings) == 1 and "resolved last time" in offline.warnings[0]
+
+    (tmp_path / "wheels" / pinned[0].wheel).write_bytes(b"changed")  # a record is only as good as its wheels
+    with pytest.raises(FreezeError, match="could not be resolved"):
+        resolve(["prometheus-client==0.26.0"], version, "linux/amd64", offline)
