@@ -28,10 +28,12 @@ def _tidy_engine() -> None:
     """Remove the images that lost their tag (rebuilt tags, failed builds, removed pushes).
 
     The suite builds a few dozen images per run into the private engine, whose data root
-    outlives every clone; without this each run left gigabytes behind until the disk filled."""
+    outlives every clone; without this each run left gigabytes behind until the disk filled.
+    Only those older than 10 minutes: a build in another session holds its image untagged
+    until the smoke test passes, and must not lose it."""
     # No engine here: the engine tests skip or fail on their own.
     with contextlib.suppress(docker.errors.DockerException):
-        docker.from_env().images.prune(filters={"dangling": True})
+        docker.from_env().images.prune(filters={"dangling": True, "until": "10m"})
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
