@@ -113,9 +113,12 @@ def servers(work: Path) -> Iterator[list[Server]]:
                 handle.remove(force=True)
 
 
-def wrk(port: int, connections: int, seconds: int, script: Path) -> Run:
-    done = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script),
-                           f"http://127.0.0.1:{port}/predict"], capture_output=True, text=True, check=True)
+def wrk(port: int, connections: int, seconds: int, script: Path | None, path: str = "/predict") -> Run:
+    """One wrk run; without a script it sends GETs."""
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
+    command += ["-s", str(script)] if script else []
+    done = subprocess.run([*command, f"http://127.0.0.1:{port}{path}"], capture_output=True, text=True,
+                          check=True)
     out = done.stdout
 
     def ms(label: str) -> float:
@@ -158,8 +161,10 @@ def main() -> None:
         script = work / "post.lua"
         script.write_text(f"wrk.method = 'POST'\nwrk.body = '{BODY}'\n"
                           "wrk.headers['Content-Type'] = 'application/json'\n")
-        plan = {1: None, 8: None, 64: {"nb2container", "nb2container --batch"}}
+        ours = {"nb2container", "nb2container --batch"}
+        plan = {1: None, 8: None, 64: ours}
         results: dict[tuple[str, int], list[Run]] = {}
+        ceiling: dict[str, list[Run]] = {}
         with servers(work) as running:
             for _ in range(args.rounds):  # interleaved: every server once per round
                 for connections, only in plan.items():
@@ -167,6 +172,10 @@ def main() -> None:
                         if only is None or server.name in only:
                             results.setdefault((server.name, connections), []).append(
                                 wrk(server.port, connections, args.seconds, script))
+                for server in running:  # what the server answers when it calls no function at all
+                    if server.name in ours:
+                        ceiling.setdefault(server.name, []).append(
+                            wrk(server.port, 64, args.seconds, None, "/health"))
         settings = {server.name: server.setting for server in running}
     print(f"\nhouse_prices.ipynb predict_price, in-process cost of one call: {cost * 1e3:.3f} ms "
           f"(median); {os.cpu_count()} CPUs; wrk -t1, {args.seconds} s x {args.rounds} interleaved rounds, "
@@ -188,6 +197,12 @@ def main() -> None:
     for connections in (8, 64):
         print(f"--batch / unbatched at c={connections}: "
               f"{rps('nb2container --batch', connections) / rps('nb2container', connections):.2f}x (target >= 5x)")
+    # No batching can beat the server answering without calling the function: the upper bound.
+    for name, runs in ceiling.items():
+        top = sorted(r.rps for r in runs)[len(runs) // 2]
+        print(f"{name}, GET /health at c=64 (no function call): {top:,.0f} req/s = "
+              f"{top / rps('nb2container', 64):.2f}x the unbatched /predict at c=64; "
+              f"5x would need {5 * rps('nb2container', 64):,.0f} req/s")
 
 
 if __name__ == "__main__":
