@@ -134,6 +134,11 @@ def wrk(port: int, connections: int, seconds: int, script: Path | None, path: st
     return Run(rps, ms("50%"), ms("99%"), failures)
 
 
+def median(runs: list[Run]) -> Run:
+    """The median round by throughput (a real run, so its latencies belong to it)."""
+    return sorted(runs, key=lambda r: r.rps)[len(runs) // 2]
+
+
 def in_process_cost(app: Path) -> float:
     """Median seconds of one call of the function in this process (the same module and model)."""
     sys.path.insert(0, str(app))
@@ -183,14 +188,13 @@ def main() -> None:
     print("| server | setting | conc. | req/s | p50 ms | p99 ms | errors | overhead ms (p50 - in-process) |")
     print("|---|---|---|---|---|---|---|---|")
     for (name, connections), runs in results.items():
-        run = sorted(runs, key=lambda r: r.rps)[len(runs) // 2]
+        run = median(runs)
         overhead = f"{run.p50_ms - cost * 1e3:.3f}" if connections == 1 else ""
         print(f"| {name} | {settings[name]} | {connections} | {run.rps:,.0f} | {run.p50_ms:.2f} | "
               f"{run.p99_ms:.2f} | {sum(r.errors for r in runs)} | {overhead} |")
 
     def rps(name: str, connections: int) -> float:
-        runs = results[(name, connections)]
-        return sorted(r.rps for r in runs)[len(runs) // 2]
+        return median(results[(name, connections)]).rps
 
     print(f"\nnb2container / FastAPI+uvicorn at c=8: {rps('nb2container', 8) / rps('FastAPI + uvicorn', 8):.2f}x "
           "(target >= 2x, p99 no higher)")
@@ -199,7 +203,7 @@ def main() -> None:
               f"{rps('nb2container --batch', connections) / rps('nb2container', connections):.2f}x (target >= 5x)")
     # No batching can beat the server answering without calling the function: the upper bound.
     for name, runs in ceiling.items():
-        top = sorted(r.rps for r in runs)[len(runs) // 2]
+        top = median(runs).rps
         print(f"{name}, GET /health at c=64 (no function call): {top:,.0f} req/s = "
               f"{top / rps('nb2container', 64):.2f}x the unbatched /predict at c=64; "
               f"5x would need {5 * rps('nb2container', 64):,.0f} req/s")

@@ -45,9 +45,9 @@ def deploy(folder: Path, replicas: int | None, init_swarm: bool, progress: Progr
     client = client or docker.from_env()
     _ensure_swarm(client, init_swarm, progress)
     count = replicas or int(service.get("deploy", {}).get("replicas", 1))
-    if publish:
-        service["ports"] = [f"{publish}:{str(service['ports'][0]).split(':')[-1]}"]
-    spec = _spec(name, service, count)
+    published, target = (int(p) for p in str(service["ports"][0]).split(":"))  # "8000:8000"
+    published = publish or published
+    spec = _spec(name, service, count, published, target)
     started = time.monotonic()
     try:
         existing = client.services.get(name)
@@ -59,7 +59,6 @@ def deploy(folder: Path, replicas: int | None, init_swarm: bool, progress: Progr
         existing.update(**spec)
     _wait_healthy(client, name, service["image"], count, timeout, progress)
     seconds = time.monotonic() - started
-    published = str(service["ports"][0]).split(":")[0]
     if not _answers(f"http://127.0.0.1:{published}/health"):
         progress.warn(
             f"every replica is healthy, but the published port {published} does not answer on this node. "
@@ -100,12 +99,11 @@ def _seconds(value: str | int | float) -> float:
     return number * {"ms": 0.001, "s": 1, "m": 60}[unit]
 
 
-def _spec(name: str, service: dict[str, Any], replicas: int) -> dict[str, Any]:
+def _spec(name: str, service: dict[str, Any], replicas: int, published: int, target: int) -> dict[str, Any]:
     deploy_section = service.get("deploy", {})
     update = deploy_section.get("update_config", {})
     rollback = deploy_section.get("rollback_config", {})
     health = service["healthcheck"]
-    published, target = (int(p) for p in str(service["ports"][0]).split(":"))
     return {
         "image": service["image"],
         "name": name,

@@ -84,7 +84,7 @@ def fetch(packages: dict[str, str], python_version: str, platform: str, progress
                 f"{platform}). Install a version of {name} that publishes wheels for this "
                 "platform in the notebook's environment, re-run the notebook, and build again."
             )
-        pins.append(Pin(name, version, wheel.name, hashlib.sha256(wheel.read_bytes()).hexdigest()))
+        pins.append(Pin(name, version, wheel.name, _sha256(wheel)))
     return pins
 
 
@@ -117,8 +117,7 @@ def _build_direct(name: str, version: str, record: dict[str, Any], platform: str
             raise FreezeError(f"{name} from {source.split(' ', 1)[1]} has compiled code, and this machine "
                               f"cannot build it for {platform}. Build the image on a {platform} machine.")
         shutil.copyfile(wheel, folder / wheel.name)  # replaces an older build of the same version
-    data = (folder / wheel.name).read_bytes()
-    return Pin(name, version, wheel.name, hashlib.sha256(data).hexdigest(), source)
+    return Pin(name, version, wheel.name, _sha256(folder / wheel.name), source)
 
 
 def _best_wheel(folder: Path, name: str, version: str, tags: list[Tag]) -> Path | None:
@@ -148,14 +147,14 @@ def resolve(requirements: list[str], python_version: str, platform: str, progres
     """
     folder = cache_dir()
     record = folder / _resolution_name(requirements, python_version, platform)
-    recorded = _recorded_pins(record, folder)
-    if recorded and all(_EXACT_PIN.fullmatch(requirement) for requirement in requirements):
+    if all(_EXACT_PIN.fullmatch(requirement) for requirement in requirements) and \
+            (recorded := _recorded_pins(record, folder)):
         return recorded
     progress.step(f"Resolving {', '.join(requirements)} for {platform}, Python {python_version}")
     done = subprocess.run([*_download_command(python_version, platform, folder, deps=True), *requirements],
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        if recorded:
+        if recorded := _recorded_pins(record, folder):
             progress.warn(f"{', '.join(requirements)} could not be resolved ({_pip_error(done.stderr)}); "
                           f"using the versions resolved last time: "
                           f"{', '.join(f'{p.name}=={p.version}' for p in recorded)}")
@@ -166,7 +165,7 @@ def resolve(requirements: list[str], python_version: str, platform: str, progres
     pins = []
     for wheel in wheels:
         name, version, _, _ = parse_wheel_filename(wheel.name)
-        pins.append(Pin(str(name), str(version), wheel.name, hashlib.sha256(wheel.read_bytes()).hexdigest()))
+        pins.append(Pin(str(name), str(version), wheel.name, _sha256(wheel)))
     record.write_text(json.dumps([dataclasses.asdict(pin) for pin in pins], indent=1) + "\n")
     return pins
 
@@ -188,9 +187,13 @@ def _recorded_pins(record: Path, folder: Path) -> list[Pin] | None:
         return None
     for pin in pins:
         wheel = folder / pin.wheel
-        if not wheel.is_file() or hashlib.sha256(wheel.read_bytes()).hexdigest() != pin.sha256:
+        if not wheel.is_file() or _sha256(wheel) != pin.sha256:
             return None
     return pins or None
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _download_command(python_version: str, platform: str, folder: Path, deps: bool) -> list[str]:

@@ -72,8 +72,8 @@ def docker_client() -> docker.DockerClient:
     data_root = Path(str(client.info().get("DockerRootDir", "")))
     if data_root.is_dir() and (free := shutil.disk_usage(data_root).free) < MIN_FREE_BYTES:
         pytest.fail(f"only {free / 2**30:.1f} GiB are free under the engine's data root {data_root}; "
-                    "the image builds need about 8 GiB. Free space there (docker image prune -a "
-                    "removes every image no container uses), then run the tests again.")
+                    f"the image builds need about {MIN_FREE_BYTES / 2**30:.0f} GiB. Free space there "
+                    "(docker image prune -a removes every image no container uses), then run the tests again.")
     return client
 
 
