@@ -24,7 +24,7 @@ NOTEBOOKS = ROOT / "notebooks"
 MIN_FREE_BYTES = 8 * 2**30
 
 
-def _tidy_engine() -> None:
+def tidy_engine() -> None:
     """Remove the images that lost their tag (rebuilt tags, failed builds, removed pushes).
 
     The suite builds a few dozen images per run into the private engine, whose data root
@@ -37,11 +37,11 @@ def _tidy_engine() -> None:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    _tidy_engine()
+    tidy_engine()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    _tidy_engine()
+    tidy_engine()
 
 
 @dataclass
