@@ -10,7 +10,7 @@ from nb2container import __version__, pipeline, verify
 from nb2container.errors import Nb2ContainerError
 from nb2container.options import Options, flags_for
 from nb2container.progress import TerminalProgress
-from nb2container.report import BuildReport, frozen_json, frozen_table, smoke_table
+from nb2container.report import BuildReport, frozen_json, frozen_table, smoke_table, stale_table
 
 
 def parser() -> argparse.ArgumentParser:
@@ -86,28 +86,31 @@ def _deploy(args: argparse.Namespace, progress: TerminalProgress) -> int:
 
 
 def _finish(report: BuildReport, options: Options) -> int:
+    """Print the verdict the report decided; the exit code is that verdict."""
     if report.verify is not None:
         print(verify.describe(report.verify) + "\n")
-    if report.smoke is None:
-        print(f"\nBuilt {report.image} without a smoke test (--no-smoke).")
-        return 0 if report.verify is None or report.verify.ok else 1
-    print(smoke_table(report.smoke))
-    if report.verify is not None and not report.verify.ok:
-        print(f"\nFAILED: {Path(report.notebook).name} does not reproduce its stored outputs when re-run "
-              "inside the image's environment (see the cells above)"
-              + ("; the image was not tagged." if report.folder else "."), file=sys.stderr)
+    if report.smoke is not None:
+        print(smoke_table(report.smoke))
+    elif report.stale and report.image_id is None:  # refused before the build
+        print(stale_table(report.stale))
+    verdict = report.verdict
+    name = Path(report.notebook).name
+    if not verdict.ok:
+        untagged = "; it was not tagged" if report.image_id and report.folder else ""  # `test` never tags
+        image = report.image or (report.image_id or "")[:19]
+        subject = f"the image {image}" if image else "nothing was built"
+        print(f"\nFAILED: {subject} ({name}){untagged}: " + "; ".join(verdict.reasons) + ".", file=sys.stderr)
         return 1
-    if report.smoke.ok:
-        size = f"{report.size_bytes / 1e6:.0f} MB" if report.size_bytes else "?"
-        print(f"\nOK: {report.image or report.image_id} reproduces {Path(report.notebook).name} "
-              f"(Python {report.python}, {size}).")
-        if report.pushed:
-            print(f"Pushed: {report.pushed}")
+    if report.smoke is None:
+        print(f"\nBuilt {report.image or report.folder} without a smoke test (--no-smoke)." if report.image_id
+              else f"\nRendered {report.folder}.")
         return 0
-    untagged = "; it was not tagged" if report.folder else ""  # `test` checks an image, never tags
-    print(f"\nFAILED: the image {report.image or (report.image_id or '')[:19]} does not "
-          f"reproduce {Path(report.notebook).name}{untagged}.", file=sys.stderr)
-    return 1
+    size = f"{report.size_bytes / 1e6:.0f} MB" if report.size_bytes else "?"
+    allowed = f", with {len(report.stale)} stale saved output(s) allowed" if report.stale else ""
+    print(f"\nOK: {report.image or report.image_id} reproduces {name} (Python {report.python}, {size}{allowed}).")
+    if report.pushed:
+        print(f"Pushed: {report.pushed}")
+    return 0
 
 
 if __name__ == "__main__":

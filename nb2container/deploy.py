@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from nb2container.model import Capture, FrozenEnvironment, Usage
+from nb2container.report import Verdict
+from nb2container.templating import environment
 
 GRACE_SECONDS = 30  # the server's NB2C_GRACE_SECONDS, written into the image
 PRESTOP_SECONDS = 5  # time for the load balancer to stop routing before SIGTERM
@@ -45,17 +47,18 @@ class Sizing:
 
 
 def manifests(capture: Capture, frozen: FrozenEnvironment, image: str, port: int,
-              usage: Usage | None) -> dict[str, str]:
+              usage: Usage | None, verdict: Verdict | None = None) -> dict[str, str]:
     """deploy/ path -> text, rendered from templates/deploy/."""
-    from nb2container.render import environment  # render imports this module
-
-    name = _name(capture.spec.function)
+    name = service_name(capture.spec.function)
     context: dict[str, Any] = {
         "name": name, "image": image, "port": port, "function": capture.spec.function,
         "notebook_name": capture.notebook_name, "notebook_sha256": capture.notebook_sha256,
         "sizing": Sizing.from_usage(usage), "gpu": frozen.cuda is not None,
         "grace": GRACE_SECONDS, "prestop": PRESTOP_SECONDS,
         "termination_grace": GRACE_SECONDS + PRESTOP_SECONDS + 5,
+        "secrets": list(capture.spec.secrets),
+        # The report's verdict: files for an image that failed say so at the top.
+        "failed": "; ".join(verdict.reasons) if verdict is not None and not verdict.ok else "",
     }
     env = environment()
     return {target: env.get_template(f"deploy/{target}.j2").render(context)
@@ -64,14 +67,14 @@ def manifests(capture: Capture, frozen: FrozenEnvironment, image: str, port: int
 
 
 def write(folder: Path, capture: Capture, frozen: FrozenEnvironment, image: str, port: int,
-          usage: Usage | None = None) -> None:
-    for target, text in manifests(capture, frozen, image, port, usage).items():
+          usage: Usage | None = None, verdict: Verdict | None = None) -> None:
+    for target, text in manifests(capture, frozen, image, port, usage, verdict).items():
         path = folder / "deploy" / target
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
 
 
-def _name(function: str) -> str:
+def service_name(function: str) -> str:
     """A DNS-1123 name for the Kubernetes objects and the Compose service."""
     cleaned = "".join(c if c.isalnum() else "-" for c in function.lower()).strip("-")
     return (cleaned or "model")[:50]

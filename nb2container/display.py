@@ -112,9 +112,8 @@ class Containerized:
 
     @property
     def ok(self) -> bool:
-        if self.report.smoke is None:  # --no-build, or --no-smoke
-            return True
-        return self.report.smoke.ok
+        """The report's verdict: the same decision as the CLI's exit code and the tag."""
+        return self.report.verdict.ok
 
     @property
     def folder(self) -> str | None:
@@ -139,7 +138,10 @@ class Containerized:
         return facts
 
     def _verdict(self) -> str:
-        smoke = self.report.smoke
+        smoke, verdict = self.report.smoke, self.report.verdict
+        if not verdict.ok:
+            untagged = ", so it was not tagged" if self.report.image_id else ""
+            return (f"The image does NOT reproduce the notebook{untagged}: " + "; ".join(verdict.reasons) + ".")
         if self.report.image_id is None:
             return "Rendered the build folder (--no-build)."
         if smoke is None:
@@ -147,13 +149,10 @@ class Containerized:
         if smoke.ok and not smoke.cases:
             return (f"{self.report.image} is healthy. No call of `{self.report.function}` was recorded, "
                     "so only the health check ran: call it in a cell, or pass --example.")
-        if smoke.ok and smoke.stale:
+        if smoke.stale:
             return (f"{self.report.image} reproduces the notebook's code ({smoke.passed} of {len(smoke.cases)} "
-                    f"calls match), but {smoke.stale} output(s) saved in the notebook are stale: re-run it.")
-        if smoke.ok:
-            return f"{self.report.image} reproduces the notebook: {smoke.passed} of {len(smoke.cases)} calls match."
-        return ("The image does NOT reproduce the notebook, so it was not tagged: "
-                f"{smoke.failed} call(s) differ" + ("" if smoke.health else ", and the health check failed") + ".")
+                    f"calls match); {smoke.stale} stale saved output(s) were allowed (--allow-stale).")
+        return f"{self.report.image} reproduces the notebook: {smoke.passed} of {len(smoke.cases)} calls match."
 
     def __repr__(self) -> str:
         lines = [f"{name}: {value}" for name, value in self._facts()]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import time
 import urllib.error
@@ -47,10 +48,15 @@ class Engine:
             self.client = client or docker.from_env()
             self.client.ping()
         except docker.errors.DockerException as exc:
+            where = f"DOCKER_HOST={os.environ['DOCKER_HOST']}" if os.environ.get("DOCKER_HOST") else \
+                "the default socket (/var/run/docker.sock)"
             raise BuildError(
-                f"No Docker engine answers ({exc}). Start one, or point DOCKER_HOST at it "
-                "(for development here: eval \"$(scripts/engine.sh)\")."
-            ) from None
+                f"No Docker engine answers at {where}, and nb2container needs one to build and test "
+                "the image. Start Docker (Docker Desktop on a laptop; `sudo systemctl start docker` on "
+                "Linux), or point DOCKER_HOST at an engine you can reach (for example "
+                "`export DOCKER_HOST=ssh://you@build-host`), then build again. `nb2container render` "
+                "writes the build folder without an engine."
+            ) from exc
 
     def build(self, folder: Path, progress: Progress, platform: str | None = None) -> BuiltImage:
         """Build ``folder`` untagged (the tag is given only to an image that passed its smoke test)."""
@@ -125,17 +131,26 @@ class Engine:
 
     def run_command(self, image: str, command: list[str], network: bool = True) -> str:
         """Run a one-off command in the image and return its output."""
-        output = self.client.containers.run(image, command, remove=True, stdout=True, stderr=True,
-                                            network_mode=None if network else "none")
+        try:
+            output = self.client.containers.run(image, command, remove=True, stdout=True, stderr=True,
+                                                network_mode=None if network else "none")
+        except docker.errors.ContainerError as exc:
+            stderr = exc.stderr.decode(errors="replace").strip() if isinstance(exc.stderr, bytes) else ""
+            raise BuildError(f"`{' '.join(command)}` failed in the image {image[:19]} (exit {exc.exit_status})"
+                             + (f": {stderr.splitlines()[-1]}" if stderr else ".")) from None
+        except docker.errors.DockerException as exc:
+            raise BuildError(f"The engine could not run `{' '.join(command)}` in {image[:19]}: {exc}.") from None
         return bytes(output).decode()
 
     @contextlib.contextmanager
     def serve(
-        self, image: str, port: int, ready_timeout: float = 120, gpus: str | None = None
+        self, image: str, port: int, ready_timeout: float = 120, gpus: str | None = None,
+        environment: dict[str, str] | None = None,
     ) -> Iterator[RunningContainer]:
         """Run ``image`` on a free loopback port until healthy; always removed afterwards.
 
         ``gpus`` ("all" or a count) asks the engine for GPUs, like ``docker run --gpus``.
+        ``environment`` reaches only this container (the secrets of a smoke run), never the image.
         """
         host_port = free_port()
         devices = []
@@ -146,6 +161,7 @@ class Engine:
             container = self.client.containers.run(
                 image, detach=True, ports={f"{port}/tcp": ("127.0.0.1", host_port)},
                 labels={"io.nb2container.smoke": "1"}, device_requests=devices or None,
+                environment=environment or None,
             )
         except docker.errors.APIError as exc:
             raise SmokeTestError(f"The engine could not start the image: {exc.explanation}"

@@ -28,7 +28,7 @@ from nb2container import pipeline
 from nb2container.captured import example_from_call, parse_examples, read_raw, to_capture
 from nb2container.display import Containerized, NotebookProgress
 from nb2container.errors import Nb2ContainerError
-from nb2container.kernel import ORIGINAL_ATTR, RECORDER_NAME
+from nb2container.kernel import ORIGINAL_ATTR, RECORDER_NAME, recheck
 from nb2container.kernel.capture import capture_to_file
 from nb2container.kernel.recorder import CallRecorder, display_text, make_call
 from nb2container.model import Capture, Example
@@ -123,6 +123,7 @@ def live_capturer(shell: Any, options: Options, progress: Progress) -> pipeline.
         capture_to_file(shell.user_ns, function, str(staging), options.max_artifact_mb * 1024**2, examples,
                         list(options.bind), options.no_bind, history_calls(shell, function, before))
         raw = read_raw(staging, "")
+        recheck.calls_now(shell, function, raw)  # what the user saw against what the kernel gives now
         raw_cells = list(shell.history_manager.input_hist_raw[1:])
         source = options.notebook
         saved = read_notebook(source) if source else None
@@ -143,10 +144,16 @@ def live_capturer(shell: Any, options: Options, progress: Progress) -> pipeline.
 
 
 def _live_example(shell: Any, call: dict[str, Any]) -> Example:
-    """A recorded call; what the user saw is ``Out[n]`` when the call was its cell's value."""
+    """A recorded call, judged like a saved notebook's: what the user saw is the saved output
+    (``Out[n]`` when the call was its cell's value, else its recorded result), and what the
+    function gives on the kernel's state now is the fresh run (``recheck``)."""
     out = shell.user_ns.get("Out", {})
     count = call["execution_count"]
     shown = display_text(shell, out[count]) if count in out else None
+    now = call.get("now")
+    if now is not None and (now["result_text"] != call["result_text"] or now["stdout"] != call["stdout"]):
+        fresh = {**call, **now}
+        return example_from_call(fresh, 0, call["result_text"], call["stdout"] if call["stdout"] else None)
     stored_text = shown if shown is not None and shown == call["result_text"] else None
     return example_from_call(call, 0, stored_text)
 

@@ -52,6 +52,7 @@ class ServingSpec:
     codecs: dict[str, Any] = field(default_factory=dict)  # {"params": {name: codec}, "result": codec}
     bound: dict[str, str] = field(default_factory=dict)  # parameter -> the module global the server passes
     prints: bool = False  # the function shows its answer with print: responses carry stdout
+    secrets: tuple[str, ...] = ()  # globals the module reads from the environment (--secret), never a value
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,8 @@ class Capture:
     calls_total: int
     artifacts_dir: Path  # the artifacts' files; the data files are beside it, under files/
     warnings: tuple[str, ...] = ()
+    # --secret globals' values, for the smoke run's environment only: never written anywhere.
+    secret_values: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def notebook_name(self) -> str:

@@ -302,6 +302,20 @@ def names_bound_by_cells(nb: nbformat.NotebookNode) -> tuple[set[str], bool]:
     return bound, star
 
 
+def cells_assigning(nb: nbformat.NotebookNode) -> dict[str, int]:
+    """Global name -> the 1-based number of the last code cell that assigns it at top level."""
+    found: dict[str, int] = {}
+    for number, cell in enumerate(nb.cells, start=1):
+        if cell.cell_type != "code":
+            continue
+        try:
+            table = symtable.symtable(python_source(cell.source), "<cell>", "exec")
+        except SyntaxError:
+            continue
+        found.update({s.get_name(): number for s in table.get_symbols() if s.is_assigned()})
+    return found
+
+
 def examples_from_calls(
     calls: list[dict[str, Any]], stored: nbformat.NotebookNode, executed: nbformat.NotebookNode
 ) -> list[Example]:

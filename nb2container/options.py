@@ -38,6 +38,9 @@ class Options:
     batch: str | None = None  # micro-batching of model calls: "auto" or "model.predict,..." (--batch)
     batch_max_size: int = 64
     batch_max_wait_ms: float = 5.0
+    allow_stale: bool = False  # ship even when saved outputs differ from what the code gives now
+    secrets: tuple[str, ...] = ()  # globals read from the container's environment at run time (--secret)
+    not_secrets: tuple[str, ...] = ()  # globals the secret scan flagged that are not secrets (--not-secret)
     debug: bool = False
 
     @classmethod
@@ -47,8 +50,9 @@ class Options:
         values = {k: v for k, v in vars(args).items() if k in names and v is not None}
         if "examples" in values:
             values["examples"] = tuple(values["examples"])
-        if "bind" in values:  # --bind a,b --bind c
-            values["bind"] = tuple(n.strip() for group in values["bind"] for n in group.split(",") if n.strip())
+        for name in ("bind", "secrets", "not_secrets"):  # --bind a,b --bind c
+            if name in values:
+                values[name] = tuple(n.strip() for group in values[name] for n in group.split(",") if n.strip())
         return cls(**{**values, **given})
 
 
@@ -108,6 +112,17 @@ FLAGS: tuple[Flag, ...] = (
     Flag(("--batch-max-wait-ms",), _BUILDS, {"type": float, "default": 5.0, "metavar": "MS",
                                              "help": "longest a call waits for others to join its "
                                                      "batch (default 5 ms; a lone call never waits)"}),
+    Flag(("--allow-stale",), _SMOKES, {
+        "action": "store_true",
+        "help": "ship the image even when outputs saved in the notebook differ from what its code gives "
+                "now (recorded in the report, the image's labels and its README)"}),
+    Flag(("--secret",), _ALL | {"freeze"}, {
+        "action": "append", "dest": "secrets", "metavar": "NAME[,NAME]",
+        "help": "a global the function reads that is a secret: the image reads it from the environment "
+                "variable NAME at run time, never from a file or layer"}),
+    Flag(("--not-secret",), _ALL | {"freeze"}, {
+        "action": "append", "dest": "not_secrets", "metavar": "NAME[,NAME]",
+        "help": "a global the secret scan flagged that is not a secret: ship its value as it is"}),
     Flag(("--report",), _SMOKES, {"type": Path, "help": "write the JSON report here"}),
     Flag(("--junit",), _SMOKES, {"type": Path, "metavar": "FILE",
                                  "help": "write the smoke test (and --verify-notebook) as JUnit XML"}),

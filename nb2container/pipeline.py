@@ -13,15 +13,15 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from nb2container import cuda, deploy, drift, freeze, notebook, render, system_libs, wheelhouse
+from nb2container import cuda, deploy, drift, freeze, notebook, output, render, secret_scan, system_libs, wheelhouse
 from nb2container.captured import parse_examples
 from nb2container.engine import Engine, split_tag
 from nb2container.errors import BuildError, UsageError
-from nb2container.model import BuiltImage, Capture, FrozenEnvironment, Pin, SmokeReport
+from nb2container.model import BuiltImage, Capture, FrozenEnvironment, Pin, SmokeCase, SmokeReport
 from nb2container.options import Options
 from nb2container.progress import Progress
-from nb2container.report import BuildReport
-from nb2container.smoke import smoke_test
+from nb2container.report import BuildReport, short_value, where_label
+from nb2container.smoke import smoke_case, smoke_test
 from nb2container.system_libs import SystemNeeds
 from nb2container.verify import VerifyReport, verify_notebook
 
@@ -69,9 +69,14 @@ def notebook_capturer(options: Options, progress: Progress) -> Capturer:
     return capture
 
 
-def capture_function(capturer: Capturer, progress: Progress, staging: Path) -> Capture:
-    """Capture, and say what was captured."""
+def capture_function(capturer: Capturer, options: Options, progress: Progress, staging: Path) -> Capture:
+    """Capture, refuse a secret that would ship, and say what was captured."""
     capture = capturer(staging)
+    cells = notebook.read_notebook(capture.notebook) if capture.notebook else None
+    capture = secret_scan.apply(capture, options.secrets, options.not_secrets,
+                                notebook.cells_assigning(cells) if cells else {})
+    for name in capture.spec.secrets:
+        progress.detail(f"secret: `{name}` is read from the environment variable {name} when the image starts")
     for artifact in capture.spec.artifacts:
         progress.detail(f"artifact `{artifact.name}`: {artifact.type}, {artifact.format}, "
                         f"{artifact.size_bytes / 1e3:,.0f} kB")
@@ -89,26 +94,37 @@ def capture_function(capturer: Capturer, progress: Progress, staging: Path) -> C
 
 def render_folder(options: Options, progress: Progress, capturer: Capturer | None = None) -> Rendered:
     """capture -> freeze -> render: the build folder, without touching Docker."""
+    _check_output_early(options)
     with staging_dir() as staging:
-        capture = capture_function(capturer or notebook_capturer(options, progress), progress, staging)
-        return _freeze_and_render(capture, options, progress)
+        capture = capture_function(capturer or notebook_capturer(options, progress), options, progress, staging)
+        stale = stale_cases(capture)
+        if stale:
+            progress.warn(stale_message(stale, capture, building=False))
+        return _freeze_and_render(capture, options, progress, None, stale)
 
 
 def frozen_environment(options: Options, progress: Progress) -> tuple[Capture, FrozenEnvironment]:
     """capture -> freeze only (``nb2container freeze``): what the image would hold."""
     with staging_dir() as staging:
-        capture = capture_function(notebook_capturer(options, progress), progress, staging)
-    return capture, _freeze(capture, options, progress)
+        capture = capture_function(notebook_capturer(options, progress), options, progress, staging)
+    return capture, _freeze(capture, options, progress, None)
 
 
-def _freeze(capture: Capture, options: Options, progress: Progress) -> FrozenEnvironment:
+def _check_output_early(options: Options) -> None:
+    """The build folder, checked before the notebook runs (when it is known before the capture)."""
+    folder = options.output or (Path("build") / options.function if options.function else None)
+    if folder is not None:
+        output.check(folder, options.notebook)
+
+
+def _freeze(capture: Capture, options: Options, progress: Progress, engine: Engine | None) -> FrozenEnvironment:
     closure = freeze.closure(capture.interpreter, capture.modules)
     if closure.unmapped_modules:
         progress.warn("modules that no installed distribution provides (not locked): "
                       + ", ".join(closure.unmapped_modules))
     pins = wheelhouse.fetch(closure.packages, capture.interpreter.python_version,
                             options.platform, progress, closure.direct_urls)
-    system = _system_packages(pins, capture.interpreter.python_version, progress)
+    system = _system_packages(pins, capture.interpreter.python_version, progress, engine)
     needs = cuda.decide(cuda.probe(capture.interpreter.executable), closure.packages)
     progress.detail(f"CUDA: {cuda.describe(needs)}")
     if needs and not options.gpus:
@@ -119,15 +135,17 @@ def _freeze(capture: Capture, options: Options, progress: Progress) -> FrozenEnv
                              needs)
 
 
-def _system_packages(pins: list[Pin], python_version: str, progress: Progress) -> SystemNeeds:
+def _system_packages(pins: list[Pin], python_version: str, progress: Progress,
+                     engine: Engine | None) -> SystemNeeds:
     """Debian packages for the shared libraries the wheels need and the base image lacks."""
     needs = system_libs.wheel_needs([wheelhouse.cache_dir() / pin.wheel for pin in pins])
     if not needs:
         return SystemNeeds()
-    try:
-        engine: Engine | None = Engine()
-    except BuildError:
-        engine = None  # `render` without an engine: judge by the libraries every glibc image has
+    if engine is None:
+        try:
+            engine = Engine()
+        except BuildError:
+            engine = None  # `render` without an engine: judge by the libraries every glibc image has
     base = system_libs.inspect_base(engine, render.base_image(python_version))
     result = system_libs.resolve(needs, base[0] if base else None, base[1] if base else None,
                                  wheelhouse.cache_dir().parent / "debs", progress)
@@ -140,8 +158,9 @@ def _system_packages(pins: list[Pin], python_version: str, progress: Progress) -
     return result
 
 
-def _freeze_and_render(capture: Capture, options: Options, progress: Progress) -> Rendered:
-    frozen = _freeze(capture, options, progress)
+def _freeze_and_render(capture: Capture, options: Options, progress: Progress, engine: Engine | None,
+                       stale: list[SmokeCase]) -> Rendered:
+    frozen = _freeze(capture, options, progress, engine)
     pins = frozen.pins
     function = capture.spec.function
     tag = options.tag or render.default_tag(capture.notebook, function)
@@ -149,35 +168,42 @@ def _freeze_and_render(capture: Capture, options: Options, progress: Progress) -
     progress.step(f"Rendering the build folder {folder} (Python {frozen.python_version}, "
                   f"{len(pins)} packages, {len(capture.spec.artifacts)} artifact(s))")
     server_pins = server_runtime(frozen.python_version, options.platform, progress)
-    render.render(capture, frozen, server_pins, folder, tag, options)
-    deploy.write(folder, capture, frozen, tag, options.port)
+
+    def fill(staging: Path) -> None:
+        render.render(capture, frozen, server_pins, staging, tag, options, stale)
+        deploy.write(staging, capture, frozen, tag, options.port)
+
+    written = output.replace(folder, capture.notebook, fill)
+    if written.kept:
+        progress.detail(f"kept {len(written.kept)} file(s) in {folder} that nb2container did not write: "
+                        + ", ".join(written.kept[:10]) + (" ..." if len(written.kept) > 10 else ""))
     return Rendered(capture, frozen, folder, tag)
 
 
 def run(options: Options, progress: Progress, capturer: Capturer | None = None) -> BuildReport:
-    """Render, build, and smoke-test; the tag goes to the image only once its smoke test passed."""
-    rendered = render_folder(options, progress, capturer)
-    report = _report(rendered.capture)
+    """Render, build, and smoke-test; the report's verdict decides the tag, the push and deploy/."""
+    engine = None if options.no_build else Engine()  # before the notebook runs: fail in seconds
+    _check_output_early(options)
+    with staging_dir() as staging:
+        capture = capture_function(capturer or notebook_capturer(options, progress), options, progress, staging)
+        report = _report(capture, options)
+        if report.stale and not options.allow_stale:  # decided before the slow work
+            progress.warn(stale_message(report.stale, capture, building=True))
+            return _written(report, options)
+        rendered = _freeze_and_render(capture, options, progress, engine, report.stale)
     report.packages, report.folder = rendered.frozen.packages, str(rendered.folder)
     report.system_packages = {p.name: p.version for p in rendered.frozen.system_packages}
     report.cuda = asdict(rendered.frozen.cuda) if rendered.frozen.cuda else None
-    if options.no_build:
+    if engine is None:
         return _written(report, options)
-    engine = Engine()
     progress.step(f"Building the image from {rendered.folder}")
     image = engine.build(rendered.folder, progress, options.platform)
     report.image_id, report.size_bytes = image.id, image.size_bytes
     progress.step("Checking the image's Python and packages against the lock")
-    drift.check(engine, image.id, rendered.frozen)
-    if options.no_smoke:
-        progress.warn("the smoke test was skipped (--no-smoke): nothing checked that the image "
-                      "reproduces the notebook")
-    else:
-        report.smoke = smoke(engine, image, rendered.capture, options, progress)
-        _warn_stale(report.smoke, progress)
-    report.verify = _verify(engine, image, rendered.capture, options, progress)
-    verified = report.verify is None or report.verify.ok
-    if verified and (options.no_smoke or (report.smoke and report.smoke.ok)):
+    report.drift = drift.check(engine, image.id, rendered.frozen)
+    if not report.drift:
+        _prove(engine, image, rendered.capture, options, progress, report)
+    if report.verdict.ok:
         engine.tag(image.id, rendered.tag)
         report.image = rendered.tag
         progress.step(f"Tagged {rendered.tag} ({image.size_bytes / 1e6:.0f} MB)")
@@ -190,23 +216,34 @@ def run(options: Options, progress: Progress, capturer: Capturer | None = None) 
     elif options.push:
         progress.warn(f"not pushed to {options.push}: the image did not pass")
     usage = report.smoke.usage if report.smoke else None
-    if usage or report.pushed:  # size deploy/ by what the image used; name a pushed image by digest
+    if usage or report.pushed or not report.verdict.ok:  # sized by the smoke run, by digest, or marked
         deploy.write(rendered.folder, rendered.capture, rendered.frozen, report.pushed or rendered.tag,
-                     options.port, usage)
+                     options.port, usage, report.verdict)
     return _written(report, options)
+
+
+def _prove(engine: Engine, image: BuiltImage, capture: Capture, options: Options, progress: Progress,
+           report: BuildReport) -> None:
+    """The smoke test and --verify-notebook, into the report."""
+    if options.no_smoke:
+        progress.warn("the smoke test was skipped (--no-smoke): nothing checked that the image "
+                      "reproduces the notebook")
+    else:
+        report.smoke = smoke(engine, image, capture, options, progress)
+    report.verify = _verify(engine, image, capture, options, progress)
 
 
 def test_image(options: Options, image_reference: str, progress: Progress) -> BuildReport:
     """Smoke an existing image against the notebook's calls (``nb2container test``)."""
-    with staging_dir() as staging:
-        capture = capture_function(notebook_capturer(options, progress), progress, staging)
     engine = Engine()
-    image = engine.inspect(image_reference)
-    report = _report(capture)
+    image = engine.inspect(image_reference)  # before the notebook runs
+    with staging_dir() as staging:
+        capture = capture_function(notebook_capturer(options, progress), options, progress, staging)
+    report = _report(capture, options)
+    if report.stale and not options.allow_stale:
+        progress.warn(stale_message(report.stale, capture, building=False))
     report.image, report.image_id, report.size_bytes = image_reference, image.id, image.size_bytes
-    report.smoke = smoke(engine, image, capture, options, progress)
-    _warn_stale(report.smoke, progress)
-    report.verify = _verify(engine, image, capture, options, progress)
+    _prove(engine, image, capture, options, progress, report)
     return _written(report, options)
 
 
@@ -219,7 +256,8 @@ def smoke(engine: Engine, image: BuiltImage, capture: Capture, options: Options,
     elif capture.calls_total > replayed:
         progress.warn(f"{capture.calls_total} calls were made; the first {replayed} are replayed")
     return smoke_test(engine, image.id, capture.examples, capture.spec.function, options.port,
-                      options.rel_tol, options.abs_tol, progress, gpus=options.gpus)
+                      options.rel_tol, options.abs_tol, progress, gpus=options.gpus,
+                      environment=capture.secret_values)
 
 
 def _verify(engine: Engine, image: BuiltImage, capture: Capture, options: Options,
@@ -243,16 +281,27 @@ def _written(report: BuildReport, options: Options) -> BuildReport:
     return report
 
 
-def _warn_stale(result: SmokeReport, progress: Progress) -> None:
-    stale = [case for case in result.cases if case.stale]
-    if stale:
-        cells = ", ".join(str(case.cell or case.execution_count) for case in stale)
-        progress.warn(f"the notebook's saved output of {len(stale)} call(s) (cell {cells}) is not what its "
-                      "code gives now: the saved outputs are out of date, not the image. Re-run the "
-                      "notebook and save it.")
+def stale_cases(capture: Capture) -> list[SmokeCase]:
+    """The calls whose saved output is not what the notebook's code gives now (known before any build)."""
+    return [case for example in capture.examples
+            if (case := smoke_case(example, capture.spec.function)).stale]
 
 
-def _report(capture: Capture) -> BuildReport:
+def stale_message(stale: list[SmokeCase], capture: Capture, building: bool) -> str:
+    calls = "; ".join(f"cell {where_label(case)}: {case.call} shows {short_value(case.stored, 60)}, its code "
+                      f"now gives {short_value(case.expected, 60)}" for case in stale[:5])
+    more = f" (and {len(stale) - 5} more)" if len(stale) > 5 else ""
+    verdict = ("so the image would not be what you validated, and nothing was built. " if building else
+               "so an image of it is not what you validated. ")
+    return (f"{capture.notebook_name} does not reproduce its own saved outputs: {calls}{more}. Either the "
+            "outputs were saved before a change to the code or the data, or training is not seeded "
+            "(no random_state or seed), so a fresh run trains a different model than the one whose "
+            f"outputs you checked; {verdict}Seed the training if it is random, then Restart & Run All and "
+            "save the notebook. To ship what the code gives now anyway, build with --allow-stale (the "
+            "report, the image's labels and its README record it).")
+
+
+def _report(capture: Capture, options: Options) -> BuildReport:
     return BuildReport(
         notebook=str(capture.notebook) if capture.notebook else capture.notebook_name,
         function=capture.spec.function, image=None, image_id=None, size_bytes=None,
@@ -260,4 +309,5 @@ def _report(capture: Capture) -> BuildReport:
         artifacts=[asdict(a) for a in capture.spec.artifacts],
         files=[asdict(f) for f in capture.spec.files], warnings=list(capture.warnings),
         interface={"codecs": capture.spec.codecs, "bound": capture.spec.bound, "prints": capture.spec.prints},
+        stale=stale_cases(capture), allow_stale=options.allow_stale,
     )

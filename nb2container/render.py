@@ -15,46 +15,18 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import jinja2
-
 import nb2container
-from nb2container import compare, deploy, openapi
-from nb2container.errors import UsageError
+from nb2container import compare, deploy, openapi, sbom
 from nb2container.kernel.files import IMAGE_WORKDIR
-from nb2container.model import Capture, FrozenEnvironment, Pin
+from nb2container.model import Capture, FrozenEnvironment, Pin, SmokeCase
 from nb2container.options import Options
+from nb2container.report import short_value, where_label
 from nb2container.runtime import batching, codecs, serve, server
+from nb2container.templating import environment
 from nb2container.wheelhouse import cache_dir
 
-MARKER = ".nb2container"
 # Debian's and Ubuntu's library folder for each platform (where nvidia/cuda keeps cuDNN).
 MULTIARCH = {"linux/amd64": "x86_64-linux-gnu", "linux/arm64": "aarch64-linux-gnu"}
-
-
-def templates_dir() -> Path:
-    packaged = Path(nb2container.__file__).parent / "templates"  # inside the wheel
-    return packaged if packaged.is_dir() else Path(nb2container.__file__).parent.parent / "templates"
-
-
-def environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(templates_dir()),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-        autoescape=False,
-    )
-    env.filters["dockerfile_string"] = dockerfile_string
-    return env
-
-
-def dockerfile_string(text: str, limit: int = 200) -> str:
-    """``text`` as the inside of a double-quoted Dockerfile value: one line, quotes escaped."""
-    one_line = " ".join(str(text).split())
-    if len(one_line) > limit:
-        one_line = one_line[: limit - 1] + "…"
-    return one_line.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$")
 
 
 def base_image(python_version: str) -> str:
@@ -69,15 +41,19 @@ def default_tag(notebook: Path | None, function: str) -> str:
 
 
 def render(capture: Capture, frozen: FrozenEnvironment, server_pins: list[Pin], folder: Path, tag: str,
-           options: Options) -> Path:
-    """Write the build folder; returns it. Replaces a folder nb2container rendered before."""
-    _prepare(folder)
+           options: Options, stale: list[SmokeCase]) -> None:
+    """Write the build folder's files into ``folder`` (empty: ``output.replace`` swaps it in)."""
     context = {**_context(capture, frozen, tag, options.port), "rel_tol": options.rel_tol,
                "abs_tol": options.abs_tol, "multiarch": MULTIARCH.get(options.platform, "x86_64-linux-gnu"),
                "gpus_flag": f"--gpus {options.gpus or 'all'} " if frozen.cuda else "",
                "server_pins": sorted(server_pins, key=lambda p: p.name), "grace": deploy.GRACE_SECONDS,
                "batch": options.batch, "batch_max_size": options.batch_max_size,
-               "batch_max_wait_ms": f"{options.batch_max_wait_ms:g}"}
+               "batch_max_wait_ms": f"{options.batch_max_wait_ms:g}",
+               "stale": [{"cell": where_label(case), "call": case.call, "stored": short_value(case.stored, 80),
+                          "now": short_value(case.expected, 80)} for case in stale],
+               "sbom_file": sbom.FILE, "sbom_path": sbom.IMAGE_PATH}
+    (folder / sbom.FILE).write_text(sbom.text(capture, frozen, server_pins, base_image(frozen.python_version),
+                                              options.platform))
     env = environment()
     outputs = {
         "Dockerfile": "Dockerfile.j2",
@@ -109,19 +85,6 @@ def render(capture: Capture, frozen: FrozenEnvironment, server_pins: list[Pin], 
         link_or_copy(cache_dir().parent / "debs", folder / "debs", [p.deb for p in frozen.system_packages])
         (folder / "debs/SHA256SUMS").write_text("".join(
             f"{p.sha256}  {p.deb}\n" for p in sorted(frozen.system_packages, key=lambda p: p.deb)))
-    (folder / MARKER).write_text(f"rendered by nb2container {nb2container.__version__}\n")
-    return folder
-
-
-def _prepare(folder: Path) -> None:
-    if folder.exists() and any(folder.iterdir()):
-        if not (folder / MARKER).exists():
-            raise UsageError(
-                f"{folder} already exists and was not made by nb2container; it is left untouched. "
-                "Choose another folder with --output, or empty this one."
-            )
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True, exist_ok=True)
 
 
 def link_or_copy(source: Path, target: Path, names: list[str]) -> None:
@@ -145,6 +108,7 @@ def _context(capture: Capture, frozen: FrozenEnvironment, tag: str, port: int) -
         "function": spec.function,
         "signature": spec.signature,
         "python_version": frozen.python_version,
+        "python_minor": ".".join(frozen.python_version.split(".")[:2]),
         "base_image": base_image(frozen.python_version),
         "tag": tag,
         "port": port,
@@ -163,6 +127,8 @@ def _context(capture: Capture, frozen: FrozenEnvironment, tag: str, port: int) -
         "example_body": json.dumps(example.body if example else {}),
         "bound": sorted(spec.bound.items()),
         "prints": spec.prints,
+        "secrets": list(spec.secrets),
+        "name": deploy.service_name(spec.function),
     }
 
 

@@ -15,6 +15,17 @@ from nb2container.cuda import describe
 from nb2container.model import Capture, FrozenEnvironment, SmokeCase, SmokeReport
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """Pass or fail, decided once; the exit code, the tag, the push, the magic, JUnit and deploy/ read it."""
+
+    ok: bool
+    reasons: tuple[str, ...] = ()  # why it failed, one sentence each
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "reasons": list(self.reasons)}
+
+
 @dataclass
 class BuildReport:
     notebook: str
@@ -34,6 +45,26 @@ class BuildReport:
     system_packages: dict[str, str] = field(default_factory=dict)  # Debian packages added for libraries
     cuda: dict[str, Any] | None = None  # model.Cuda as a dict; None: CPU only
     pushed: str | None = None  # REGISTRY/REPO@sha256:... after --push
+    stale: list[SmokeCase] = field(default_factory=list)  # calls whose saved output the code no longer gives
+    allow_stale: bool = False  # --allow-stale: shipped anyway
+    drift: list[str] = field(default_factory=list)  # how the image differs from the lock
+
+    @property
+    def verdict(self) -> Verdict:
+        reasons = []
+        if self.drift:
+            reasons.append("the image does not hold the locked environment: " + "; ".join(self.drift))
+        if self.smoke is not None and not self.smoke.health:
+            reasons.append("the container did not answer its health check")
+        if self.smoke is not None and self.smoke.failed:
+            reasons.append(f"{self.smoke.failed} call(s) answered differently from the notebook's code (MISMATCH)")
+        if self.stale and not self.allow_stale:
+            reasons.append(f"{len(self.stale)} output(s) saved in the notebook are not what its code gives now "
+                           "(STALE; --allow-stale ships anyway)")
+        if self.verify is not None and not self.verify.ok:
+            reasons.append("re-run inside the image's environment, the notebook does not reproduce its "
+                           "stored outputs (--verify-notebook)")
+        return Verdict(not reasons, tuple(reasons))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -47,6 +78,10 @@ class BuildReport:
             "system_packages": self.system_packages,
             "cuda": self.cuda,
             "pushed": self.pushed,
+            "verdict": self.verdict.to_dict(),
+            "stale": {"allowed": self.allow_stale, "count": len(self.stale),
+                      "cases": [asdict(case) for case in self.stale]},
+            "drift": self.drift,
             "build_folder": self.folder,
             "artifacts": self.artifacts,
             "files": self.files,
@@ -61,13 +96,14 @@ class BuildReport:
         path.write_text(json.dumps(self.to_dict(), indent=2, default=str) + "\n")
 
     def write_junit(self, path: Path) -> None:
-        """JUnit XML for CI systems: one test case per replayed call, plus the health check."""
+        """JUnit XML for CI systems: one test case per replayed call, the health check, and the verdict."""
         suite = ElementTree.Element("testsuite", name=f"nb2container smoke: {Path(self.notebook).name}")
         smoke = self.smoke or SmokeReport()
         classname = f"{Path(self.notebook).stem}.{self.function}"
-        health = ElementTree.SubElement(suite, "testcase", classname=classname, name="health check")
-        if not smoke.health:
-            ElementTree.SubElement(health, "failure", message="the container did not answer /health")
+        if self.smoke is not None:
+            health = ElementTree.SubElement(suite, "testcase", classname=classname, name="health check")
+            if not smoke.health:
+                ElementTree.SubElement(health, "failure", message="the container did not answer /health")
         for case in smoke.cases:
             element = ElementTree.SubElement(suite, "testcase", classname=classname,
                                              name=f"cell {where_label(case)}: {case.call}")
@@ -81,6 +117,10 @@ class BuildReport:
                 out = ElementTree.SubElement(element, "system-out")
                 out.text = (f"STALE: the notebook shows {short_value(case.stored)}; its code now gives "
                             f"{short_value(case.expected)}. Re-run the notebook and save it.")
+        verdict = self.verdict  # stale outputs and drift fail the build even when every call matched
+        element = ElementTree.SubElement(suite, "testcase", classname=classname, name="verdict")
+        if not verdict.ok:
+            ElementTree.SubElement(element, "failure", message="; ".join(verdict.reasons)[:1000])
         cases = suite.findall("testcase")
         suite.set("tests", str(len(cases)))
         suite.set("failures", str(sum(c.find("failure") is not None for c in cases)))
@@ -127,6 +167,13 @@ def smoke_table(report: SmokeReport) -> str:
         summary += f"; {report.stale} stale in the notebook"
     lines.append(f"health: {'ok' if report.health else 'FAILED'}; calls: {summary}")
     return "\n".join(lines)
+
+
+def stale_table(stale: list[SmokeCase]) -> str:
+    """The calls whose saved output is out of date, for a build refused before it started."""
+    return "\n".join(f"cell {where_label(case)}: STALE {case.call}: the notebook shows {short_value(case.stored)}, "
+                     f"but its code now gives {short_value(case.expected)} ({case.stale_difference})"
+                     for case in stale)
 
 
 def short_value(value: Any, limit: int | None = None) -> str:

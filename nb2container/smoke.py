@@ -8,7 +8,7 @@ re-run the notebook:
   difference is a MISMATCH and fails the build;
 - is the notebook's saved output still what its code gives? The stored output is compared
   with the fresh run's: a difference makes the call STALE (re-run the notebook and save),
-  which is reported but does not fail the image.
+  which fails the build unless --allow-stale (the report's verdict decides).
 """
 
 from __future__ import annotations
@@ -34,13 +34,14 @@ def smoke_test(
     abs_tol: float,
     progress: Progress,
     gpus: str | None = None,
+    environment: dict[str, str] | None = None,
 ) -> SmokeReport:
     report = SmokeReport()
     progress.step(f"Smoke test: running the image and replaying {len(examples)} call(s)")
-    with engine.serve(image, port, gpus=gpus) as running:
+    with engine.serve(image, port, gpus=gpus, environment=environment) as running:
         report.health = _get(running.url + "/health") == 200
         for example in examples:
-            case = _case(example, function)
+            case = smoke_case(example, function)
             if not case.skipped:
                 status, answer = post_json(running.url + "/predict", case.request)
                 _judge(case, status, answer, rel_tol, abs_tol)
@@ -49,7 +50,8 @@ def smoke_test(
     return report
 
 
-def _case(example: Example, function: str) -> SmokeCase:
+def smoke_case(example: Example, function: str) -> SmokeCase:
+    """A call to replay, with the notebook's saved output read back and judged stale or not."""
     shown = [repr(a) for a in example.args] + [f"{k}={v!r}" for k, v in example.kwargs.items()]
     case = SmokeCase(
         execution_count=example.execution_count,

@@ -8,6 +8,7 @@ new version is running and healthy. It never turns an engine into a swarm unless
 
 from __future__ import annotations
 
+import os
 import re
 import time
 import urllib.request
@@ -99,6 +100,18 @@ def _seconds(value: str | int | float) -> float:
     return number * {"ms": 0.001, "s": 1, "m": 60}[unit]
 
 
+def _interpolate(key: str, value: str) -> str:
+    """Compose's ``${NAME:?message}``: a secret the function reads, from this shell's environment."""
+    found = re.fullmatch(r"\$\{(\w+)(?::\?(.*))?\}", value)
+    if not found:
+        return value
+    variable = found.group(1)
+    if variable not in os.environ:
+        raise UsageError(f"deploy/compose.yaml reads {key} from the environment variable {variable}, which is "
+                         f"not set ({found.group(2) or 'required'}). Export it in this shell, then deploy again.")
+    return os.environ[variable]
+
+
 def _spec(name: str, service: dict[str, Any], replicas: int, published: int, target: int) -> dict[str, Any]:
     deploy_section = service.get("deploy", {})
     update = deploy_section.get("update_config", {})
@@ -109,7 +122,8 @@ def _spec(name: str, service: dict[str, Any], replicas: int, published: int, tar
         "name": name,
         "mode": docker.types.ServiceMode("replicated", replicas=replicas),
         "endpoint_spec": docker.types.EndpointSpec(ports={published: target}),
-        "env": [f"{key}={value}" for key, value in service.get("environment", {}).items()],
+        "env": [f"{key}={_interpolate(key, str(value))}" for key, value in service.get("environment", {}).items()],
+        "cap_drop": service.get("cap_drop"),
         "user": service.get("user"),
         "read_only": bool(service.get("read_only")),
         "stop_signal": service.get("stop_signal", "SIGTERM"),

@@ -24,7 +24,8 @@ import nbformat
 from nb2container import wheelhouse
 from nb2container.engine import Engine
 from nb2container.progress import Progress
-from nb2container.render import environment, link_or_copy
+from nb2container.render import base_image, link_or_copy
+from nb2container.templating import environment
 
 TOOLS = ["nbval", "ipykernel"]
 _SKIPPED_DIRS = {".git", ".venv", "venv", "build", "__pycache__", "node_modules", ".ipynb_checkpoints"}
@@ -77,7 +78,8 @@ def verify_notebook(
         link_or_copy(wheelhouse.cache_dir(), context / "wheels", [pin.wheel for pin in pins])
         (context / "requirements.lock").write_text("".join(
             f"{pin.name}=={pin.version} --hash=sha256:{pin.sha256}\n" for pin in sorted(pins, key=lambda p: p.name)))
-        (context / "Dockerfile").write_text(environment().get_template("Dockerfile.verify.j2").render(image=image_id))
+        (context / "Dockerfile").write_text(environment().get_template("Dockerfile.verify.j2").render(
+            image=image_id, base_image=base_image(python_version)))
         progress.step(f"Building a sibling image with a kernel and nbval, to re-run {notebook.name}")
         sibling = engine.build(context, progress, platform)
     progress.step(f"Re-running {notebook.name} inside the image's environment (nbval)")

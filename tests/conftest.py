@@ -51,11 +51,11 @@ class CliResult:
     stderr: str
 
 
-def run_cli(*args: str | Path, cwd: Path | None = None) -> CliResult:
-    """Run the real command line in a subprocess, as a user would."""
+def run_cli(*args: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None) -> CliResult:
+    """Run the real command line in a subprocess, as a user would (``env`` added to this one's)."""
     done = subprocess.run(
         [sys.executable, "-m", "nb2container", *map(str, args)],
-        capture_output=True, text=True, cwd=cwd or ROOT, check=False,
+        capture_output=True, text=True, cwd=cwd or ROOT, check=False, env={**os.environ, **(env or {})},
     )
     return CliResult(done.returncode, done.stdout, done.stderr)
 

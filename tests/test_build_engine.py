@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import urllib.request
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import docker
 import nbformat
+import pytest
+from packaging.utils import canonicalize_name
 
 from nb2container.compare import parse_display_text
 from nb2container.engine import Engine
@@ -58,10 +61,11 @@ def test_image_has_the_kernels_python_and_the_locks_versions(
         return bytes(docker_client.containers.run(house_build.tag, list(command), remove=True)).decode()
 
     assert run("python", "-V").strip() == f"Python {platform.python_version()}"
-    installed = {p["name"].lower().replace("_", "-"): p["version"]
-                 for p in json.loads(run("pip", "list", "--format", "json"))}
-    for name, version in house_build.report["packages"].items():
-        assert installed.get(name) == version, name
+    probe = ("import importlib.metadata as m, json; "
+             "print(json.dumps({d.metadata['Name']: d.version for d in m.distributions()}))")
+    installed = {canonicalize_name(n): v for n, v in json.loads(run("python", "-c", probe)).items()}
+    # exactly the lock: no pip, setuptools or wheel of the environment's own
+    assert installed == {canonicalize_name(n): v for n, v in house_build.report["packages"].items()}
     assert run("id", "-u").strip() == "10001"
 
 
@@ -86,7 +90,7 @@ def test_running_image_answers_like_the_notebook(house_build: Built) -> None:
         assert status == 422 and "rooms" in answer["error"]
 
 
-def test_edited_stored_output_is_reported_stale_not_as_a_container_mismatch(
+def test_a_stale_notebook_is_not_called_reproduced_unless_allowed(
     house_build: Built, docker_client: docker.DockerClient, tmp_path: Path
 ) -> None:
     nb = nbformat.read(NOTEBOOKS / "house_prices.ipynb", as_version=4)
@@ -95,17 +99,32 @@ def test_edited_stored_output_is_reported_stale_not_as_a_container_mismatch(
     edited = tmp_path / "house_prices.ipynb"
     nbformat.write(nb, edited)
     tag = "nb2c-test/edited:latest"
-    outcome = run_cli("build", edited, "--tag", tag, "--output", tmp_path / "build",
+    with contextlib.suppress(docker.errors.ImageNotFound):
+        docker_client.images.remove(tag)
+    refused = run_cli("build", edited, "--tag", tag, "--output", tmp_path / "refused",
+                      "--report", tmp_path / "refused.json", "--junit", tmp_path / "refused.xml")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    (stale,) = [line for line in refused.stdout.splitlines() if "STALE" in line]
+    assert "predict_price(1500, 3)" in stale and "999999.0" in stale and "245500.0" in stale
+    assert "before a change" in refused.stderr and "not seeded" in refused.stderr
+    assert "--allow-stale" in refused.stderr and "Building the image" not in refused.stderr
+    report = json.loads((tmp_path / "refused.json").read_text())
+    assert report["verdict"]["ok"] is False and report["stale"]["count"] == 1 and report["image"] is None
+    assert 'failures="1"' in (tmp_path / "refused.xml").read_text()
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_client.images.get(tag)
+
+    allowed = run_cli("build", edited, "--tag", tag, "--output", tmp_path / "build", "--allow-stale",
                       "--report", tmp_path / "report.json")
     # The image matches the notebook's code; the notebook's saved output is what is out of date.
-    assert outcome.returncode == 0, outcome.stdout + outcome.stderr
-    assert "MISMATCH" not in outcome.stdout
-    (stale,) = [line for line in outcome.stdout.splitlines() if "STALE" in line and "re-run" in line]
-    assert "predict_price(1500, 3)" in stale and "999999.0" in stale and "245500.0" in stale
-    assert "out of date" in outcome.stderr
-    smoke = json.loads((tmp_path / "report.json").read_text())["smoke"]
-    assert smoke["stale"] == 1 and smoke["failed"] == 0
-    assert docker_client.images.get(tag)
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    assert "MISMATCH" not in allowed.stdout and "1 stale saved output(s) allowed" in allowed.stdout
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["smoke"]["stale"] == 1 and report["smoke"]["failed"] == 0
+    assert report["stale"] == {"allowed": True, "count": 1, "cases": report["stale"]["cases"]}
+    labels = docker_client.images.get(tag).labels
+    assert "shipped with --allow-stale" in labels["io.nb2container.stale"]
+    assert "Shipped with `--allow-stale`" in (tmp_path / "build/README.md").read_text()
 
 
 def test_test_command_smokes_an_existing_image(house_build: Built) -> None:

@@ -62,16 +62,13 @@ def test_default_tag_is_a_valid_reference() -> None:
 
 
 def test_render_never_clears_a_folder_it_did_not_make(tmp_path: Path) -> None:
+    from nb2container import output
     from nb2container.errors import UsageError
-    from nb2container.render import MARKER, _prepare
 
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(UsageError, match="not made by nb2container"):
-        _prepare(tmp_path)
+        output.check(tmp_path, None)
     assert (tmp_path / "notes.txt").read_text() == "mine"
-    (tmp_path / MARKER).write_text("rendered")
-    _prepare(tmp_path)
-    assert list(tmp_path.iterdir()) == []
 
 
 def test_out_of_order_cells_and_unseen_globals_are_warned_about() -> None:

@@ -98,16 +98,18 @@ def stdlib_capture(tmp_path_factory: pytest.TempPathFactory) -> Captured:
     """A real capture and freeze of a notebook that needs no package, rendered per environment below."""
     options = Options(notebook=NOTEBOOKS / "zero_arguments.ipynb")
     progress = SilentProgress()
-    capture = pipeline.capture_function(pipeline.notebook_capturer(options, progress), progress,
+    capture = pipeline.capture_function(pipeline.notebook_capturer(options, progress), options, progress,
                                         tmp_path_factory.mktemp("staging"))
-    frozen = pipeline._freeze(capture, options, progress)
+    frozen = pipeline._freeze(capture, options, progress, None)
     return capture, frozen, pipeline.server_runtime(frozen.python_version, options.platform, progress)
 
 
 def rendered_with(captured: Captured, name: str | None, folder: Path) -> Path:
     capture, frozen, server_pins = captured
-    return render.render(capture, replace(frozen, cuda=recorded(name) if name else None), server_pins,
-                         folder, "nb2c-test/rendered:latest", Options(notebook=None, port=8080))
+    folder.mkdir(parents=True)
+    render.render(capture, replace(frozen, cuda=recorded(name) if name else None), server_pins,
+                  folder, "nb2c-test/rendered:latest", Options(notebook=None, port=8080), [])
+    return folder
 
 
 def test_this_cpu_machine_renders_no_cuda(stdlib_capture: Captured, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from nb2container.drift import check, differences
 from nb2container.engine import Engine
-from nb2container.errors import BuildError, FreezeError
+from nb2container.errors import FreezeError
 from nb2container.model import FrozenEnvironment, Pin
 from nb2container.progress import SilentProgress
 from tests.conftest import NOTEBOOKS, Built, NotebookBuilds, run_cli
@@ -65,7 +65,7 @@ def test_drift_names_what_differs_from_the_lock() -> None:
 def test_tampered_package_fails_the_drift_check_by_name(
     house_build: Built, docker_client: docker.DockerClient, tmp_path: Path
 ) -> None:
-    check(Engine(), house_build.tag, lock_of(house_build))  # the real image passes
+    assert check(Engine(), house_build.tag, lock_of(house_build)) == []  # the real image passes
     folder = tmp_path / "tampered"
     shutil.copytree(house_build.folder, folder)
     joblib_version = house_build.report["packages"]["joblib"]
@@ -74,8 +74,8 @@ def test_tampered_package_fails_the_drift_check_by_name(
                          f"/opt/venv/lib/python3.*/site-packages/joblib-{joblib_version}.dist-info/METADATA\n"
                          "USER 10001:10001\n")
     image, _ = docker_client.images.build(path=str(folder), rm=True)
-    with pytest.raises(BuildError, match=f"joblib is 0.0.1 in the image, {joblib_version} in the lock"):
-        check(Engine(), image.id, lock_of(house_build))
+    found = check(Engine(), image.id, lock_of(house_build))
+    assert f"joblib is 0.0.1 in the image, {joblib_version} in the lock" in found
 
 
 def test_rendered_folder_builds_with_networking_disabled(

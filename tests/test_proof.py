@@ -65,7 +65,8 @@ def test_a_container_that_differs_is_a_mismatch_with_both_values(swapped_image: 
     assert "where the notebook's code gives 245500.0" in mismatches[0]
     assert "STALE" not in outcome.stdout
     suite = ElementTree.parse(junit).getroot().find("testsuite")
-    assert suite is not None and suite.get("tests") == "4" and suite.get("failures") == "3"
+    # the health check, three calls, and the verdict
+    assert suite is not None and suite.get("tests") == "5" and suite.get("failures") == "4"
     names = [case.get("name") for case in suite.iter("testcase")]
     assert "cell 6: predict_price(1500, 3)" in names
 
@@ -77,7 +78,8 @@ def test_verify_notebook_reruns_it_inside_the_image_and_reports_each_cell(house_
     assert outcome.returncode == 0, outcome.stdout + outcome.stderr
     assert "7 cell(s) passed, 0 failed" in outcome.stdout
     suites = ElementTree.parse(junit).getroot().findall("testsuite")
-    assert [s.get("tests") for s in suites] == ["4", "7"]  # the smoke test, then the notebook's code cells
+    # the smoke test (health, calls, verdict), then the notebook's code cells
+    assert [s.get("tests") for s in suites] == ["5", "7"]
 
 
 def test_verify_notebook_fails_when_a_stored_output_is_edited(house_build: Built, tmp_path: Path) -> None:
@@ -92,4 +94,5 @@ def test_verify_notebook_fails_when_a_stored_output_is_edited(house_build: Built
     assert outcome.returncode == 1
     assert "cell 6: FAILED" in outcome.stdout and "999999.0" in outcome.stdout
     assert "6 cell(s) passed, 1 failed" in outcome.stdout
-    assert "does not reproduce its stored outputs when re-run inside the image" in outcome.stderr
+    assert "re-run inside the image's environment, the notebook does not reproduce its stored outputs" \
+        in outcome.stderr
