@@ -18,7 +18,9 @@ from nb2container.report import Verdict
 from nb2container.templating import environment
 
 GRACE_SECONDS = 30  # the server's NB2C_GRACE_SECONDS, written into the image
-PRESTOP_SECONDS = 5  # time for the load balancer to stop routing before SIGTERM
+PRESTOP_SECONDS = 5
+# The image's HEALTHCHECK (Dockerfile, compose, swarm): no import beyond socket, milliseconds of CPU.
+HEALTHCHECK = ["python", "-I", "-S", "/app/nb2c_health.py"]  # time for the load balancer to stop routing before SIGTERM
 _MIB = 1024 * 1024
 
 
@@ -54,7 +56,7 @@ def manifests(capture: Capture, frozen: FrozenEnvironment, image: str, port: int
         "name": name, "image": image, "port": port, "function": capture.spec.function,
         "notebook_name": capture.notebook_name, "notebook_sha256": capture.notebook_sha256,
         "sizing": Sizing.from_usage(usage), "gpu": frozen.cuda is not None,
-        "grace": GRACE_SECONDS, "prestop": PRESTOP_SECONDS,
+        "grace": GRACE_SECONDS, "prestop": PRESTOP_SECONDS, "healthcheck": HEALTHCHECK,
         "termination_grace": GRACE_SECONDS + PRESTOP_SECONDS + 5,
         "secrets": list(capture.spec.secrets),
         # The report's verdict: files for an image that failed say so at the top.

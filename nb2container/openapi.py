@@ -1,7 +1,8 @@
 """The OpenAPI 3 document of the image's endpoints, written into the build folder.
 
-``/predict`` is described from the function's signature and type hints and from the codecs
-inferred from the notebook's calls; its example is the notebook's own first replayable call.
+``/predict`` is described from the function's signature and type hints and from every call the
+notebook made (``runtime/contract.py``); the server enforces the same schema, read from spec.json.
+Its example is the notebook's own first replayable call.
 """
 
 from __future__ import annotations
@@ -10,43 +11,64 @@ from typing import Any
 
 import nb2container
 from nb2container.model import Capture
+from nb2container.runtime import contract
 from nb2container.runtime.codecs import json_schema
 
 _ERROR = {"type": "object", "required": ["error"],
           "properties": {"error": {"type": "string"}, "error_id": {"type": "string"}}}
-_HINTS = {"int": {"type": "integer"}, "float": {"type": "number"}, "str": {"type": "string"},
-          "bool": {"type": "boolean"}, "list": {"type": "array"}, "dict": {"type": "object"}}
+def recorded_values(capture: Capture) -> dict[str, list[Any]]:
+    """Parameter -> the JSON values the notebook's replayable calls sent for it."""
+    spec = capture.spec
+    positional = [p.name for p in spec.parameters if p.name not in spec.bound
+                  and p.kind in ("POSITIONAL_ONLY", "POSITIONAL_OR_KEYWORD")]
+    values: dict[str, list[Any]] = {}
+    for example in capture.examples:
+        if not example.replayable:
+            continue
+        body = example.body if isinstance(example.body, dict) else dict(zip(positional, example.body or [],
+                                                                               strict=False))
+        for name, value in body.items():
+            values.setdefault(name, []).append(value)
+    return values
 
 
-def json_type(annotation: str | None, codec: dict[str, Any]) -> str | None:
-    """The JSON type a parameter's type hint asks for (the server checks it), if plain JSON."""
-    if codec.get("kind", "json") != "json" or annotation not in _HINTS:
-        return None
-    return str(_HINTS[annotation]["type"])
+def parameter_schema(codec: dict[str, Any], seen: list[Any], annotation: str | None) -> dict[str, Any]:
+    """What one argument may be: its codec's form, else its type hint, else every recorded value's type."""
+    hint = contract.from_hint(annotation) if codec.get("kind", "json") == "json" else None
+    if codec.get("kind", "json") != "json":
+        schema = json_schema(codec)
+    elif hint:
+        schema = contract.with_bounds({"type": hint})
+        schema["x-nb2container-codec"] = codec
+    else:
+        schema = {**(contract.of_values(seen) if seen else {}), "x-nb2container-codec": codec}
+    return {**schema, **contract.flags(seen)}
+
+
+def request_schema(capture: Capture) -> dict[str, Any]:
+    """The body of ``/predict``, exactly as the server enforces it (spec.json carries the same)."""
+    spec = capture.spec
+    params = spec.codecs.get("params", {})
+    values = recorded_values(capture)
+    properties, required = {}, []
+    for parameter in spec.parameters:
+        if parameter.name in spec.bound or parameter.kind in ("VAR_POSITIONAL", "VAR_KEYWORD"):
+            continue
+        schema = parameter_schema(params.get(parameter.name, {"kind": "json"}), values.get(parameter.name, []),
+                                  parameter.annotation)
+        if parameter.has_default:
+            schema["description"] = f"default {parameter.default}"
+        else:
+            required.append(parameter.name)
+        properties[parameter.name] = schema
+    return {"type": "object", "properties": properties, "required": required,
+            "additionalProperties": any(p.kind == "VAR_KEYWORD" for p in spec.parameters)}
 
 
 def document(capture: Capture, python_version: str) -> dict[str, Any]:
     spec = capture.spec
     example = next((e for e in capture.examples if e.replayable), None)
     first_body = example.body if example else {}
-    params = spec.codecs.get("params", {})
-    properties, required = {}, []
-    for parameter in spec.parameters:
-        if parameter.name in spec.bound or parameter.kind in ("VAR_POSITIONAL", "VAR_KEYWORD"):
-            continue
-        codec = params.get(parameter.name, {"kind": "json"})
-        sample = first_body.get(parameter.name) if isinstance(first_body, dict) else None
-        schema = json_schema(codec, sample)
-        wanted = json_type(parameter.annotation, codec)
-        if wanted:
-            schema["type"] = wanted
-        if parameter.has_default:
-            schema["description"] = f"default {parameter.default}"
-        else:
-            required.append(parameter.name)
-        properties[parameter.name] = schema
-    request_schema: dict[str, Any] = {"type": "object", "properties": properties, "required": required,
-                                      "additionalProperties": any(p.kind == "VAR_KEYWORD" for p in spec.parameters)}
     result_sample = example.fresh_result if example else None
     answer: dict[str, Any] = {"type": "object", "required": ["result"],
                               "properties": {"result": json_schema(spec.codecs.get("result", {"kind": "json"}),
@@ -57,7 +79,7 @@ def document(capture: Capture, python_version: str) -> dict[str, Any]:
     bound = ", ".join(f"`{name}`" for name in sorted(spec.bound))
     description = (f"Calls `{spec.function}{spec.signature}` from {capture.notebook_name}."
                    + (f" Supplied by the server, not the request: {bound} (the notebook's objects)." if bound else ""))
-    json_body = {"schema": request_schema}
+    json_body: dict[str, Any] = {"schema": request_schema(capture)}
     if example:
         json_body["example"] = first_body
     return {
@@ -71,11 +93,13 @@ def document(capture: Capture, python_version: str) -> dict[str, Any]:
                 "responses": {
                     "200": {"description": "the function's answer",
                             "content": {"application/json": {"schema": answer}}},
-                    "400": _error("the body is not JSON, or neither an object nor an array"),
+                    "400": _error("the body is not JSON, neither an object nor an array, or nests deeper "
+                                  f"than {contract.MAX_DEPTH} levels"),
                     "405": _error("only POST"),
                     "413": _error("the body is larger than the limit (NB2C_MAX_BODY_BYTES)"),
-                    "422": _error("the arguments do not fit the function: unknown, missing, or of "
-                                  "another type than the type hints say"),
+                    "422": _error("the arguments do not fit the function: unknown, missing, of another "
+                                  "type than the notebook's calls (or the type hints) say, not finite, or "
+                                  "an integer beyond 64 bits"),
                     "500": _error("the function raised; the error_id is in the container's log"),
                     "503": _error("the model is still loading"),
                     "504": _error("the call ran past the timeout (NB2C_TIMEOUT) and was stopped"),

@@ -59,6 +59,7 @@ def notebook_capturer(options: Options, progress: Progress) -> Capturer:
     if path is None:
         raise UsageError("No notebook was given. Pass the path of an .ipynb file.")
     examples = parse_examples(options.examples)
+    notebook.choose_function(notebook.read_notebook(path), options.function, path)  # in a second, not after a run
 
     def capture(staging: Path) -> Capture:
         return notebook.capture_notebook(
@@ -182,10 +183,11 @@ def _freeze_and_render(capture: Capture, options: Options, progress: Progress, e
 
 def run(options: Options, progress: Progress, capturer: Capturer | None = None) -> BuildReport:
     """Render, build, and smoke-test; the report's verdict decides the tag, the push and deploy/."""
+    capturer = capturer or notebook_capturer(options, progress)
     engine = None if options.no_build else Engine()  # before the notebook runs: fail in seconds
     _check_output_early(options)
     with staging_dir() as staging:
-        capture = capture_function(capturer or notebook_capturer(options, progress), options, progress, staging)
+        capture = capture_function(capturer, options, progress, staging)
         report = _report(capture, options)
         if report.stale and not options.allow_stale:  # decided before the slow work
             progress.warn(stale_message(report.stale, capture, building=True))
@@ -235,10 +237,11 @@ def _prove(engine: Engine, image: BuiltImage, capture: Capture, options: Options
 
 def test_image(options: Options, image_reference: str, progress: Progress) -> BuildReport:
     """Smoke an existing image against the notebook's calls (``nb2container test``)."""
+    capturer = notebook_capturer(options, progress)
     engine = Engine()
     image = engine.inspect(image_reference)  # before the notebook runs
     with staging_dir() as staging:
-        capture = capture_function(notebook_capturer(options, progress), options, progress, staging)
+        capture = capture_function(capturer, options, progress, staging)
     report = _report(capture, options)
     if report.stale and not options.allow_stale:
         progress.warn(stale_message(report.stale, capture, building=False))

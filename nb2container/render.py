@@ -21,12 +21,20 @@ from nb2container.kernel.files import IMAGE_WORKDIR
 from nb2container.model import Capture, FrozenEnvironment, Pin, SmokeCase
 from nb2container.options import Options
 from nb2container.report import short_value, where_label
-from nb2container.runtime import batching, codecs, serve, server
+from nb2container.runtime import batching, codecs, contract, health, serve, server
 from nb2container.templating import environment
 from nb2container.wheelhouse import cache_dir
 
 # Debian's and Ubuntu's library folder for each platform (where nvidia/cuda keeps cuDNN).
 MULTIARCH = {"linux/amd64": "x86_64-linux-gnu", "linux/arm64": "aarch64-linux-gnu"}
+
+
+# The server runtime, copied into app/ as nb2c_<name>.py (the Dockerfile copies the same list).
+RUNTIME_MODULES = (serve, server, batching, codecs, contract, health)
+
+
+def runtime_file(module: Any) -> str:
+    return f"nb2c_{module.__name__.rsplit('.', 1)[1]}.py"
 
 
 def base_image(python_version: str) -> str:
@@ -51,7 +59,9 @@ def render(capture: Capture, frozen: FrozenEnvironment, server_pins: list[Pin], 
                "batch_max_wait_ms": f"{options.batch_max_wait_ms:g}",
                "stale": [{"cell": where_label(case), "call": case.call, "stored": short_value(case.stored, 80),
                           "now": short_value(case.expected, 80)} for case in stale],
-               "sbom_file": sbom.FILE, "sbom_path": sbom.IMAGE_PATH}
+               "sbom_file": sbom.FILE, "sbom_path": sbom.IMAGE_PATH,
+               "runtime_files": [runtime_file(module) for module in RUNTIME_MODULES],
+               "healthcheck": deploy.HEALTHCHECK}
     (folder / sbom.FILE).write_text(sbom.text(capture, frozen, server_pins, base_image(frozen.python_version),
                                               options.platform))
     env = environment()
@@ -69,8 +79,8 @@ def render(capture: Capture, frozen: FrozenEnvironment, server_pins: list[Pin], 
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(env.get_template(template).render(context))
     compile((folder / "app/notebook_function.py").read_text(), "notebook_function.py", "exec")
-    for module in (server, serve, batching, codecs):  # the runtime, importable beside the function
-        shutil.copyfile(str(module.__file__), folder / f"app/nb2c_{module.__name__.rsplit('.', 1)[1]}.py")
+    for module in RUNTIME_MODULES:  # the runtime, importable beside the function
+        shutil.copyfile(str(module.__file__), folder / "app" / runtime_file(module))
     shutil.copyfile(compare.__file__, folder / "tests/nb2c_compare.py")
     (folder / "tests/golden_calls.json").write_text(json.dumps(golden_calls(capture), indent=2) + "\n")
     (folder / "app/spec.json").write_text(json.dumps(_spec(capture, frozen), indent=2, sort_keys=True) + "\n")
@@ -153,7 +163,7 @@ def _spec(capture: Capture, frozen: FrozenEnvironment) -> dict[str, Any]:
         "function": spec.function,
         "signature": spec.signature,
         "parameters": [asdict(p) for p in spec.parameters],
-        "json_types": _json_types(capture),
+        "request_schema": openapi.request_schema(capture),  # what the server enforces: the OpenAPI body
         "artifacts": [{"name": a.name, "type": a.type} for a in sorted(spec.artifacts, key=lambda a: a.name)],
         "is_async": spec.is_async,
         "codecs": spec.codecs,
@@ -165,12 +175,3 @@ def _spec(capture: Capture, frozen: FrozenEnvironment) -> dict[str, Any]:
         "notebook_sha256": capture.notebook_sha256,
         "nb2container": nb2container.__version__,
     }
-
-
-def _json_types(capture: Capture) -> dict[str, str]:
-    """Parameters whose type hints ask for a plain JSON type: the server answers 422 otherwise."""
-    spec = capture.spec
-    params = spec.codecs.get("params", {})
-    found = {p.name: openapi.json_type(p.annotation, params.get(p.name, {"kind": "json"}))
-             for p in spec.parameters if p.name not in spec.bound}
-    return {name: wanted for name, wanted in sorted(found.items()) if wanted}

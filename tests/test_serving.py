@@ -113,9 +113,11 @@ def test_each_endpoint_answers(faults: Built, docker_client: docker.DockerClient
     (b'"just a string"', 400, "must be a JSON object"),
     (b'{"x": 1.5, "colour": "red"}', 422, "unexpected keyword argument 'colour'"),
     (b'{"wait": 0}', 422, "missing a required argument: 'x'"),
-    (b'{"x": "1.5"}', 422, "`x` must be a JSON number"),
-    (b'{"x": true}', 422, "`x` must be a JSON number"),
-    (b'{"x": 1.5, "busy": 1}', 422, "`busy` must be a JSON boolean"),
+    (b'{"x": "1.5"}', 422, "`x` must be a number"),
+    (b'{"x": true}', 422, "`x` must be a number"),
+    (b'{"x": 1.5, "busy": 1}', 422, "`busy` must be a boolean"),
+    (b'{"x": Infinity}', 422, "`x` must be a finite number"),
+    (b'{"x": ' + b"[" * 100 + b"]" * 100 + b"}", 400, "nests deeper than 32"),
     (b'{"x": 1, "padding": "' + b"a" * 3000 + b'"}', 413, "over the limit of 2048"),
 ])
 def test_bad_input_gets_a_4xx_with_a_json_error(
@@ -126,6 +128,20 @@ def test_bad_input_gets_a_4xx_with_a_json_error(
         assert (got, headers["content-type"]) == (status, "application/json")
         assert says in payload["error"], payload
         assert served.predict({"x": 1.0}) == (200, {"result": 2.0})  # and the server serves on
+
+
+def test_the_healthcheck_probe_imports_nothing_heavy_and_tells_the_truth(
+    faults: Built, docker_client: docker.DockerClient
+) -> None:
+    from nb2container.deploy import HEALTHCHECK
+
+    assert docker_client.images.get(faults.tag).attrs["Config"]["Healthcheck"]["Test"] == ["CMD", *HEALTHCHECK]
+    with serving(docker_client, faults.tag) as served:
+        probe = served.container.exec_run([*HEALTHCHECK[:-1], "-X", "importtime", HEALTHCHECK[-1]])
+        imported = probe.output.decode()
+        assert probe.exit_code == 0 and "| socket" in imported, imported
+        assert "urllib" not in imported and not re.search(r"\|\s+site$", imported, re.MULTILINE)
+        assert served.container.exec_run(HEALTHCHECK, environment={"NB2C_PORT": "9"}).exit_code == 1
 
 
 def test_wrong_method_and_unknown_path(faults: Built, docker_client: docker.DockerClient) -> None:
@@ -184,15 +200,23 @@ def test_a_call_stuck_in_c_has_its_worker_replaced(faults: Built, docker_client:
         assert "WORKER TIMEOUT" in served.logs()
 
 
-def test_a_crashed_worker_is_replaced(faults: Built, docker_client: docker.DockerClient) -> None:
+def test_a_crashed_worker_is_replaced_and_ready_stays_200(faults: Built, docker_client: docker.DockerClient) -> None:
+    """`calibration` takes 2 s to load: the successor loads that long, and meanwhile the other
+    worker serves, so the container stays ready (in Kubernetes, in its Service)."""
     with serving(docker_client, faults.tag, environment={"NB2C_WORKERS": "2"}) as served:
         pids = served.container.exec_run(["ls", "/dev/shm/nb2c/ready"]).output.decode().split()
         assert len(pids) == 2
         served.container.exec_run(["python", "-c", f"import os; os.kill({pids[0]}, 9)"])
-        time.sleep(0.5)
-        served.wait_ready(30)
+        readiness = []
+        deadline = time.monotonic() + 6
+        while time.monotonic() < deadline:
+            readiness.append(served.request("GET", "/ready", timeout=5)[0])
+            time.sleep(0.05)
+        assert readiness and set(readiness) == {200}, readiness
         after = served.container.exec_run(["ls", "/dev/shm/nb2c/ready"]).output.decode().split()
         assert len(after) == 2 and pids[0] not in after
+        replaced = [json.loads(line) for line in served.logs().splitlines() if '"worker_replaced"' in line]
+        assert replaced and replaced[0]["exited_pid"] == int(pids[0]) and replaced[0]["seconds"] > 1
         assert all(served.predict({"x": 1}) == (200, {"result": 2.0}) for _ in range(4))
 
 
@@ -262,12 +286,12 @@ def test_sigterm_loses_none_with_batching_too(batched_house: str, docker_client:
 def test_the_environment_lists_exactly_the_lock_with_the_server_installed(
     house_build: Built, docker_client: docker.DockerClient
 ) -> None:
-    listed = docker_client.containers.run(house_build.tag, ["pip", "list", "--format", "json"], remove=True,
-                                          network_mode="none")
-    installed = {p["name"].lower().replace("_", "-"): p["version"] for p in json.loads(listed)}
-    installed = {name: version for name, version in installed.items() if name not in ("pip", "setuptools", "wheel")}
+    probe = ("import importlib.metadata as m, json; "
+             "print(json.dumps({d.metadata['Name']: d.version for d in m.distributions()}))")
+    listed = docker_client.containers.run(house_build.tag, ["python", "-c", probe], remove=True, network_mode="none")
+    installed = {name.lower().replace("_", "-"): version for name, version in json.loads(listed).items()}
     locked = {name.lower().replace("_", "-"): version for name, version in house_build.report["packages"].items()}
-    assert installed == locked
+    assert installed == locked  # and nothing else: no pip, setuptools or wheel
     served = docker_client.containers.run(
         house_build.tag, ["python", "-c", "import sys; sys.path.append('/opt/nb2c-server'); "
                           "import gunicorn, prometheus_client; print(gunicorn.__file__)"],

@@ -18,7 +18,7 @@ Settings, from the environment (the Dockerfile sets the defaults):
     NB2C_ACCESS_LOG        0: no access log lines
     NB2C_BATCH, NB2C_BATCH_MAX_SIZE, NB2C_BATCH_MAX_WAIT_MS: micro-batching (nb2c_batching.py)
 
-Run ``python nb2c_serve.py --healthcheck`` for the image's HEALTHCHECK.
+The image's HEALTHCHECK is ``nb2c_health.py`` (no import beyond socket).
 """
 
 from __future__ import annotations
@@ -34,7 +34,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -95,12 +94,13 @@ def _on_starting(arbiter: Any) -> None:
     shutil.rmtree(RUNTIME_DIR, ignore_errors=True)
     (RUNTIME_DIR / "metrics").mkdir(parents=True)
     (RUNTIME_DIR / "ready").mkdir()
+    (RUNTIME_DIR / "exited").mkdir()
 
 
-def _all_workers_ready(workers: int) -> bool:
-    """Ready when as many workers have loaded the function as there should be (a replaced
-    worker makes the server unready until its successor has loaded)."""
-    return len(list((RUNTIME_DIR / "ready").iterdir())) >= workers
+def _any_worker_ready() -> bool:
+    """The server can serve while one worker has the function loaded: a worker that died (and
+    its successor, loading) must not take the whole container out of its load balancer."""
+    return any((RUNTIME_DIR / "ready").iterdir())
 
 
 def _post_fork(arbiter: Any, worker: Any) -> None:
@@ -108,6 +108,7 @@ def _post_fork(arbiter: Any, worker: Any) -> None:
     import nb2c_server
 
     service, preloaded = nb2c_server.SERVICE, nb2c_server.SERVICE.function is not None
+    service.peers_ready = _any_worker_ready
 
     def load() -> None:
         started = time.monotonic()
@@ -115,13 +116,13 @@ def _post_fork(arbiter: Any, worker: Any) -> None:
             if not preloaded:
                 service.load()
             service.start()
-            service.peers_ready = lambda: _all_workers_ready(worker.cfg.workers)
             (RUNTIME_DIR / "ready" / str(os.getpid())).touch()
         except BaseException:
             logging.getLogger("nb2container").exception("loading the function failed")
             os._exit(3)  # gunicorn's "worker failed to boot": the server stops and says so
         _log({"event": "ready", "function": nb2c_server.SERVICE.spec["function"], "pid": os.getpid(),
               "load_seconds": round(time.monotonic() - started, 3)})
+        _log_replacement()
 
     threading.Thread(target=load, name="nb2c-load", daemon=True).start()
 
@@ -131,6 +132,18 @@ def _child_exit(arbiter: Any, worker: Any) -> None:
 
     multiprocess.mark_process_dead(worker.pid)
     (RUNTIME_DIR / "ready" / str(worker.pid)).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # its successor logs how long the server was a worker short
+        (RUNTIME_DIR / "exited" / str(worker.pid)).write_text(str(time.time()))
+
+
+def _log_replacement() -> None:
+    """A worker ready after one died: log which, and how long the server had one worker fewer."""
+    for record in sorted((RUNTIME_DIR / "exited").iterdir(), key=lambda p: p.stat().st_mtime)[:1]:
+        with contextlib.suppress(OSError, ValueError):
+            exited = float(record.read_text())
+            record.unlink()
+            _log({"event": "worker_replaced", "exited_pid": int(record.name), "pid": os.getpid(),
+                  "seconds": round(time.time() - exited, 3)})
 
 
 def _log(record: dict[str, Any]) -> None:
@@ -282,16 +295,6 @@ def main() -> None:
     Server().run()
 
 
-def healthcheck() -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/health", timeout=3) as response:
-            return 0 if response.status == 200 else 1
-    except OSError:
-        return 1
-
-
 if __name__ == "__main__":
-    if "--healthcheck" in sys.argv:
-        sys.exit(healthcheck())
     sys.modules.setdefault("nb2c_serve", sys.modules[__name__])  # gunicorn imports its classes by this name
     main()

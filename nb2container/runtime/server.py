@@ -9,7 +9,7 @@ kernel used to record the notebook's calls).
     POST /predict      JSON object (argument name -> value) or array (positional arguments);
                        answers {"result": ...}, plus "stdout" for functions that print
     GET  /health       liveness: 200 while the process answers
-    GET  /ready        readiness: 503 until the function and its artifacts are loaded
+    GET  /ready        readiness: 503 until a worker has loaded the function and its artifacts
     GET  /metadata     function, signature, Python, packages, source notebook
     GET  /openapi.json the OpenAPI 3 description of /predict, with the notebook's first call
     GET  /metrics      Prometheus text: requests, errors, latency, batch sizes
@@ -39,17 +39,16 @@ from pathlib import Path
 from typing import Any
 
 try:  # inside the package (tests, the kernel) or beside this file in the image
-    from nb2container.runtime import batching, codecs
+    from nb2container.runtime import batching, codecs, contract
 except ImportError:
     import nb2c_batching as batching  # type: ignore[no-redef]
     import nb2c_codecs as codecs  # type: ignore[no-redef]
+    import nb2c_contract as contract  # type: ignore[no-redef]
 
 APP_DIR = Path(__file__).resolve().parent
 MAX_BODY_BYTES = int(os.environ.get("NB2C_MAX_BODY_BYTES", str(10 * 1024 * 1024)))
 TIMEOUT_SECONDS = float(os.environ.get("NB2C_TIMEOUT", "60"))
 PATHS = ("/predict", "/health", "/ready", "/metadata", "/openapi.json", "/metrics")
-JSON_TYPES = {"integer": (int,), "number": (int, float), "string": (str,), "boolean": (bool,),
-              "array": (list,), "object": (dict,)}
 
 log = logging.getLogger("nb2container")
 
@@ -104,21 +103,24 @@ def call_with_alarm(work: Callable[[], Any], timeout: float) -> Any:
 class Service:
     """The function of this worker: loaded once, then called per request."""
 
-    def __init__(self) -> None:
+    def __init__(self, app_dir: Path = APP_DIR) -> None:
+        self.app_dir = app_dir  # spec.json, openapi.json and the generated module
         self.spec: dict[str, Any] = {}
         self.module: Any = None
         self.function: Any = None
         self.signature: inspect.Signature | None = None
         self.ready = threading.Event()  # this worker's function is loaded
-        self.peers_ready: Callable[[], bool] = lambda: True  # and the other workers' (set by nb2c_serve)
+        self.peers_ready: Callable[[], bool] = lambda: False  # another worker's is (set by nb2c_serve)
         self.batching = False
         self.openapi = b""
 
     def load(self) -> None:
         """Import the function and its artifacts (in each worker, or once before forking)."""
-        self.spec = json.loads((APP_DIR / "spec.json").read_text())
-        if (APP_DIR / "openapi.json").is_file():
-            self.openapi = (APP_DIR / "openapi.json").read_bytes()
+        self.spec = json.loads((self.app_dir / "spec.json").read_text())
+        if (self.app_dir / "openapi.json").is_file():
+            self.openapi = (self.app_dir / "openapi.json").read_bytes()
+        if str(self.app_dir) not in sys.path:
+            sys.path.insert(0, str(self.app_dir))
         self.module = importlib.import_module(self.spec["module"])
         self.function = getattr(self.module, self.spec["function"])
         self.signature = inspect.signature(self.function)
@@ -194,28 +196,20 @@ class Service:
             call = signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise RequestError(422, f"arguments do not match {spec['function']}{spec['signature']}: {exc}") from None
-        for name, wanted in spec.get("json_types", {}).items():
-            if name in call.arguments and not _is_json_type(call.arguments[name], wanted):
-                raise RequestError(422, f"`{name}` must be a JSON {wanted} (its type hint says so); got "
-                                        f"{type(call.arguments[name]).__name__} {_short(call.arguments[name])}")
+        properties = spec.get("request_schema", {}).get("properties", {})
+        for name, value in call.arguments.items():  # the contract /openapi.json documents
+            if name not in bound:
+                try:
+                    contract.check(properties.get(name, {}), value, name)
+                except contract.ContractError as exc:
+                    raise RequestError(422, str(exc)) from None
         for name, codec in spec.get("codecs", {}).get("params", {}).items():
             if name in call.arguments and name not in bound:
                 try:
                     call.arguments[name] = codecs.decode(codec, call.arguments[name])
-                except ValueError as exc:
+                except (ValueError, TypeError, OverflowError) as exc:
                     raise RequestError(422, f"`{name}`: {exc}") from None
         return call
-
-
-def _is_json_type(value: Any, wanted: str) -> bool:
-    if isinstance(value, bool) and wanted != "boolean":
-        return False  # JSON true is no number
-    return isinstance(value, JSON_TYPES.get(wanted, (object,)))
-
-
-def _short(value: Any) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= 60 else text[:59] + "…"
 
 
 class Metrics:
@@ -267,52 +261,59 @@ SERVICE = Service()
 METRICS = Metrics()
 
 
-def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-    """The WSGI entry point."""
-    started = time.perf_counter()
-    method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO") or "/"
-    content_type = "application/json"
-    headers: tuple[tuple[str, str], ...] = ()
-    try:
-        status, payload = _route(method, path, environ)
-        if path == "/metrics":
-            content_type = "text/plain; version=0.0.4; charset=utf-8"
-        # numpy and pandas results become JSON here; a result with no JSON form is the function's 500
-        body = payload if isinstance(payload, bytes) else json.dumps(payload, default=codecs.to_json).encode()
-    except RequestError as exc:
-        status, headers = exc.status, exc.headers
-        body = json.dumps({"error": str(exc)}).encode()
-    except Exception as exc:  # the function raised: 500, the worker lives on
-        error_id = uuid.uuid4().hex[:12]
-        log.error(json.dumps({"event": "error", "error_id": error_id, "function": SERVICE.spec.get("function"),
-                              "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}))
-        status = 500
-        body = json.dumps({"error": f"{type(exc).__name__}: {exc}", "error_id": error_id}).encode()
-    start_response(f"{status} {HTTPStatus(status).phrase}",
-                   [("Content-Type", content_type), ("Content-Length", str(len(body))), *headers])
-    METRICS.observe(path, method, status, time.perf_counter() - started)
-    return [body]
+def create_app(service: Service) -> Callable[[dict[str, Any], Callable[..., Any]], list[bytes]]:
+    """The WSGI application serving ``service`` (tests call it in-process, over fixture apps)."""
+
+    def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
+        started = time.perf_counter()
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO") or "/"
+        content_type = "application/json"
+        headers: tuple[tuple[str, str], ...] = ()
+        try:
+            status, payload = _route(service, method, path, environ)
+            if path == "/metrics":
+                content_type = "text/plain; version=0.0.4; charset=utf-8"
+            # numpy and pandas results become JSON here; a result with no JSON form is the function's 500
+            body = payload if isinstance(payload, bytes) else json.dumps(payload, default=codecs.to_json).encode()
+        except RequestError as exc:
+            status, headers = exc.status, exc.headers
+            body = json.dumps({"error": str(exc)}).encode()
+        except Exception as exc:  # the function raised: 500, the worker lives on
+            error_id = uuid.uuid4().hex[:12]
+            log.error(json.dumps({"event": "error", "error_id": error_id, "function": service.spec.get("function"),
+                                  "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}))
+            status = 500
+            body = json.dumps({"error": f"{type(exc).__name__}: {exc}", "error_id": error_id}).encode()
+        start_response(f"{status} {HTTPStatus(status).phrase}",
+                       [("Content-Type", content_type), ("Content-Length", str(len(body))), *headers])
+        METRICS.observe(path, method, status, time.perf_counter() - started)
+        return [body]
+
+    return application
 
 
-def _route(method: str, path: str, environ: dict[str, Any]) -> tuple[int, Any]:
+application = create_app(SERVICE)  # what gunicorn serves
+
+
+def _route(service: Service, method: str, path: str, environ: dict[str, Any]) -> tuple[int, Any]:
     wanted = "POST" if path == "/predict" else "GET"
     if path not in PATHS:
         raise RequestError(404, f"no such endpoint: {method} {path}; see /openapi.json")
     if method != wanted:
         raise RequestError(405, f"{path} answers {wanted}, not {method}", (("Allow", wanted),))
     if path == "/predict":
-        return 200, SERVICE.call(_read_json(environ))
+        return 200, service.call(_read_json(environ))
     if path == "/health":
         return 200, {"status": "ok"}
     if path == "/ready":
-        ready = SERVICE.ready.is_set() and SERVICE.peers_ready()
+        ready = service.ready.is_set() or service.peers_ready()  # while one worker can serve
         return (200 if ready else 503), {"ready": ready}
     if path == "/metadata":
-        if not SERVICE.spec:
+        if not service.spec:
             raise RequestError(503, "still loading", (("Retry-After", "1"),))
-        return 200, SERVICE.spec
+        return 200, service.spec
     if path == "/openapi.json":
-        return 200, SERVICE.openapi or {}
+        return 200, service.openapi or {}
     return 200, METRICS.text()
 
 
@@ -326,7 +327,13 @@ def _read_json(environ: dict[str, Any]) -> Any:
         raise RequestError(413, f"the body is over the limit of {MAX_BODY_BYTES} bytes (NB2C_MAX_BODY_BYTES)")
     if not raw.strip():
         raise RequestError(400, "the body is empty; send a JSON object of argument names to values")
+    deep = RequestError(400, f"the body nests deeper than {contract.MAX_DEPTH} levels")
     try:
-        return json.loads(raw)
+        body = json.loads(raw)
+    except RecursionError:  # the decoder's own stack ran out
+        raise deep from None
     except ValueError as exc:
         raise RequestError(400, f"the body is not valid JSON: {exc}") from None
+    if contract.depth(body) > contract.MAX_DEPTH:
+        raise deep
+    return body

@@ -1,0 +1,139 @@
+"""The served contract, in-process: derived once from the notebook's calls, documented in
+/openapi.json, and enforced by the server's WSGI application before the function runs.
+
+No engine and no kernel: the application factory (``server.create_app``) serves a small
+generated module from a temporary folder, as the image serves the real one."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from nb2container import openapi
+from nb2container.model import Capture, Example, KernelInterpreter, Parameter, ServingSpec
+from nb2container.runtime import contract, server
+
+MODULE = '''
+import math
+
+
+def predict_price(area_sqft, num_bedrooms, weights=None):
+    if area_sqft < 0:
+        raise ValueError(f"area must not be negative, got {area_sqft}")
+    return float(area_sqft) * 150 + num_bedrooms * 10_000 + (weights or 0)
+'''
+
+
+def house_capture(tmp_path: Path, bodies: list[Any]) -> Capture:
+    parameters = (Parameter("area_sqft", "POSITIONAL_OR_KEYWORD", False, None, None),
+                  Parameter("num_bedrooms", "POSITIONAL_OR_KEYWORD", False, None, None),
+                  Parameter("weights", "POSITIONAL_OR_KEYWORD", True, "None", None))
+    json_codec = {"kind": "json"}
+    spec = ServingSpec("predict_price", "(area_sqft, num_bedrooms, weights=None)", parameters, False, (), (),
+                       (MODULE,), (), codecs={"params": {p.name: json_codec for p in parameters},
+                                              "result": json_codec})
+    examples = tuple(Example(n + 1, n + 1, [], body, None, None, None, body=body) for n, body in enumerate(bodies))
+    return Capture(None, "0" * 64, spec, KernelInterpreter("3.11.7", "cpython", "python", "x86_64", {}), (),
+                   examples, len(examples), tmp_path / "artifacts")
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Any:
+    capture = house_capture(tmp_path, [{"area_sqft": 1500, "num_bedrooms": 3},
+                                       {"area_sqft": 2100.5, "num_bedrooms": 4, "weights": float("nan")}])
+    folder = tmp_path / "app"
+    folder.mkdir()
+    module = f"house_{tmp_path.name.replace('-', '_')}"  # one module per test: no stale import
+    (folder / f"{module}.py").write_text(MODULE)
+    (folder / "spec.json").write_text(json.dumps({
+        "module": module, "function": "predict_price", "signature": capture.spec.signature, "bound": {},
+        "codecs": capture.spec.codecs, "request_schema": openapi.request_schema(capture)}))
+    (folder / "openapi.json").write_text(json.dumps(openapi.document(capture, "3.11.7")))
+    service = server.Service(folder)
+    service.load()
+    service.ready.set()
+    return server.create_app(service)
+
+
+def call(app: Any, body: bytes, method: str = "POST", path: str = "/predict") -> tuple[int, Any]:
+    answer: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+        answer["status"], answer["headers"] = int(status.split()[0]), dict(headers)
+
+    environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "CONTENT_LENGTH": str(len(body)),
+               "wsgi.input": io.BytesIO(body)}
+    payload = b"".join(app(environ, start_response))
+    assert answer["headers"]["Content-Type"] == "application/json"
+    return answer["status"], json.loads(payload)
+
+
+def test_every_recorded_value_shapes_the_schema() -> None:
+    assert contract.of_values([1500, 2100.5])["type"] == "number"  # integers and floats: number
+    assert contract.of_values([3, 4])["type"] == "integer"
+    assert contract.of_values(["a", None])["type"] == ["null", "string"]
+    nested = contract.of_values([[1, 2], [3.5]])
+    assert nested["type"] == "array" and nested["items"]["type"] == "number"
+    assert contract.of_values([{"a": 1}, {"a": 2.5, "b": "x"}])["properties"]["a"]["type"] == "number"
+    assert contract.flags([[1.0, float("inf")]]) == {contract.NON_FINITE: True}
+    assert contract.flags([10**30]) == {contract.BIG_INTEGERS: True}
+    assert contract.depth([[[1]]]) == 3 and contract.depth(5) == 0
+
+
+def test_what_openapi_documents_is_what_the_server_enforces(tmp_path: Path) -> None:
+    capture = house_capture(tmp_path, [{"area_sqft": 1500, "num_bedrooms": 3}])
+    document = openapi.document(capture, "3.11.7")
+    body = document["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body == openapi.request_schema(capture)
+    assert body["properties"]["area_sqft"]["type"] == "integer"
+    assert body["properties"]["area_sqft"]["maximum"] == 2**63 - 1 and body["additionalProperties"] is False
+
+
+@pytest.mark.parametrize(("body", "status", "says"), [
+    (b"[" * 1000 + b"]" * 1000, 400, "nests deeper than 32"),
+    (b'{"area_sqft": ' + b"[" * 40 + b"1" + b"]" * 40 + b', "num_bedrooms": 3}', 400, "nests deeper than 32"),
+    (b'{"area_sqft": Infinity, "num_bedrooms": 3}', 422, "`area_sqft` must be a finite number"),
+    (b'{"area_sqft": 1e400, "num_bedrooms": 3}', 422, "`area_sqft` must be a finite number"),
+    (b'{"area_sqft": NaN, "num_bedrooms": 3}', 422, "`area_sqft` must be a finite number"),
+    (b'{"area_sqft": "1500", "num_bedrooms": 3}', 422, "`area_sqft` must be a number"),
+    (b'{"area_sqft": [1500], "num_bedrooms": 3}', 422, "`area_sqft` must be a number"),
+    (b'{"area_sqft": {"v": 1}, "num_bedrooms": 3}', 422, "`area_sqft` must be a number"),
+    (b'{"area_sqft": 1500, "num_bedrooms": 3.5}', 422, "`num_bedrooms` must be an integer"),
+    (b'{"area_sqft": 1500, "num_bedrooms": true}', 422, "`num_bedrooms` must be an integer"),
+    (b'{"area_sqft": 1500, "num_bedrooms": 1' + b"0" * 400 + b"}", 422, "`num_bedrooms` is an integer of 401 digits"),
+    (b'{"area_sqft": 1500, "num_bedrooms": 3, "rooms": 3}', 422, "unexpected keyword argument 'rooms'"),
+    (b'{"area_sqft": 1500}', 422, "missing a required argument: 'num_bedrooms'"),
+    (b'"1500"', 400, "must be a JSON object"),
+    (b"{not json", 400, "not valid JSON"),
+])
+def test_bad_input_is_a_4xx_naming_the_parameter(app: Any, body: bytes, status: int, says: str) -> None:
+    got, payload = call(app, body)
+    assert got == status and says in payload["error"], payload
+    assert call(app, b'{"area_sqft": 1500, "num_bedrooms": 3}') == (200, {"result": 255000.0})
+
+
+def test_a_non_finite_value_a_recorded_call_passed_is_accepted(app: Any) -> None:
+    status, payload = call(app, b'{"area_sqft": 1000, "num_bedrooms": 1, "weights": NaN}')
+    assert status == 200 and math.isnan(payload["result"])
+
+
+def test_an_exception_on_valid_input_is_a_500_with_an_error_id(app: Any) -> None:
+    status, payload = call(app, b'{"area_sqft": -5, "num_bedrooms": 1}')
+    assert status == 500 and payload["error"] == "ValueError: area must not be negative, got -5"
+    assert len(payload["error_id"]) == 12
+    assert call(app, b"[1000, 2]") == (200, {"result": 170000.0})  # positional, and it serves on
+
+
+def test_the_other_endpoints_in_process(app: Any) -> None:
+    assert call(app, b"", "GET", "/health") == (200, {"status": "ok"})
+    assert call(app, b"", "GET", "/ready") == (200, {"ready": True})
+    assert call(app, b"", "GET", "/nowhere")[0] == 404
+    status, payload = call(app, b"", "GET", "/predict")
+    assert status == 405 and "answers POST" in payload["error"]
+    status, document = call(app, b"", "GET", "/openapi.json")
+    assert status == 200 and document["paths"]["/predict"]["post"]["operationId"] == "predict"
