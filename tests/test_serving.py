@@ -107,27 +107,23 @@ def test_each_endpoint_answers(faults: Built, docker_client: docker.DockerClient
         assert served.container.exec_run(["touch", "/srv/notebook/x"]).exit_code != 0
 
 
-@pytest.mark.parametrize(("body", "status", "says"), [
+BAD_INPUT = [  # the contract's cases run in-process (test_contract.py); these prove the image's path
     (b'{"x": 1.5', 400, "not valid JSON"),
-    (b"", 400, "body is empty"),
-    (b'"just a string"', 400, "must be a JSON object"),
-    (b'{"x": 1.5, "colour": "red"}', 422, "unexpected keyword argument 'colour'"),
-    (b'{"wait": 0}', 422, "missing a required argument: 'x'"),
     (b'{"x": "1.5"}', 422, "`x` must be a number"),
-    (b'{"x": true}', 422, "`x` must be a number"),
     (b'{"x": 1.5, "busy": 1}', 422, "`busy` must be a boolean"),
     (b'{"x": Infinity}', 422, "`x` must be a finite number"),
     (b'{"x": ' + b"[" * 100 + b"]" * 100 + b"}", 400, "nests deeper than 32"),
     (b'{"x": 1, "padding": "' + b"a" * 3000 + b'"}', 413, "over the limit of 2048"),
-])
-def test_bad_input_gets_a_4xx_with_a_json_error(
-    faults: Built, docker_client: docker.DockerClient, body: bytes, status: int, says: str
-) -> None:
+]
+
+
+def test_bad_input_gets_a_4xx_with_a_json_error(faults: Built, docker_client: docker.DockerClient) -> None:
     with serving(docker_client, faults.tag, environment={"NB2C_MAX_BODY_BYTES": "2048"}) as served:
-        got, payload, headers = served.request("POST", "/predict", raw=body)
-        assert (got, headers["content-type"]) == (status, "application/json")
-        assert says in payload["error"], payload
-        assert served.predict({"x": 1.0}) == (200, {"result": 2.0})  # and the server serves on
+        for body, status, says in BAD_INPUT:
+            got, payload, headers = served.request("POST", "/predict", raw=body)
+            assert (got, headers["content-type"]) == (status, "application/json"), body[:40]
+            assert says in payload["error"], payload
+            assert served.predict({"x": 1.0}) == (200, {"result": 2.0})  # and the server serves on
 
 
 def test_the_healthcheck_probe_imports_nothing_heavy_and_tells_the_truth(
