@@ -37,7 +37,8 @@ class Deployed:
 
 
 def deploy(folder: Path, replicas: int | None, init_swarm: bool, progress: Progress,
-           client: docker.DockerClient | None = None, timeout: float = 300, publish: int | None = None) -> Deployed:
+           client: docker.DockerClient | None = None, timeout: float = 300, publish: int | None = None,
+           endpoint_mode: str | None = None) -> Deployed:
     compose_file = folder / "deploy" / "compose.yaml"
     if not compose_file.is_file():
         raise UsageError(f"{folder} has no deploy/compose.yaml. Give the build folder nb2container "
@@ -48,7 +49,11 @@ def deploy(folder: Path, replicas: int | None, init_swarm: bool, progress: Progr
     count = replicas or int(service.get("deploy", {}).get("replicas", 1))
     published, target = (int(p) for p in str(service["ports"][0]).split(":"))  # "8000:8000"
     published = publish or published
+    mode = endpoint_mode or service.get("deploy", {}).get("endpoint_mode") or "vip"
     spec = _spec(name, service, count, published, target)
+    if mode == "dnsrr":  # no virtual IP, no routing mesh: each replica's address, by name, on the network
+        network = _overlay_network(client, f"{name}-net", progress)
+        spec |= {"endpoint_spec": docker.types.EndpointSpec(mode="dnsrr"), "networks": [network]}
     started = time.monotonic()
     try:
         existing = client.services.get(name)
@@ -60,12 +65,23 @@ def deploy(folder: Path, replicas: int | None, init_swarm: bool, progress: Progr
         existing.update(**spec)
     _wait_healthy(client, name, service["image"], count, timeout, progress)
     seconds = time.monotonic() - started
+    if mode == "dnsrr":
+        return Deployed(name, service["image"], count, f"http://{name}:{target}/predict (DNS round-robin, from a "
+                        f"container on the attachable network {name}-net)", seconds)
     if not _answers(f"http://127.0.0.1:{published}/health"):
         progress.warn(
             f"every replica is healthy, but the published port {published} does not answer on this node. "
-            "The swarm's routing mesh needs the kernel's IPVS (the ip_vs module); without it, reach "
-            "the replicas through a load balancer of your own on the service's network.")
+            "The swarm's routing mesh needs the kernel's IPVS (the ip_vs module); without it, deploy with "
+            "--endpoint-mode dnsrr and reach the replicas by name from the service's overlay network.")
     return Deployed(name, service["image"], count, f"http://127.0.0.1:{published}/predict", seconds)
+
+
+def _overlay_network(client: docker.DockerClient, name: str, progress: Progress) -> str:
+    """An attachable overlay network for a dnsrr service: clients join it to reach the replicas."""
+    if not client.networks.list(names=[name]):
+        progress.step(f"Creating the attachable overlay network {name}")
+        client.networks.create(name, driver="overlay", attachable=True, scope="swarm")
+    return name
 
 
 def _answers(url: str, seconds: float = 5) -> bool:

@@ -11,6 +11,7 @@ import contextlib
 import http.client
 import json
 import re
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -358,3 +359,151 @@ def test_batched_image_answers_exactly_as_the_unbatched_one(
     count = float(re.search(r"^nb2c_batch_size_count (\S+)", metrics, re.M).group(1))  # type: ignore[union-attr]
     total = float(re.search(r"^nb2c_batch_size_sum (\S+)", metrics, re.M).group(1))  # type: ignore[union-attr]
     assert total == 48 and count < 48  # 48 calls in fewer model calls
+
+
+# --- hostile traffic --------------------------------------------------------------------------
+
+HOUSE_BODY = b'{"area_sqft": 1500, "num_bedrooms": 3}'
+
+
+class Hostile:
+    """Idle connections (no byte sent) and slow-loris ones (a header byte a second), each
+    reopened when the server closes it, as an attacker would, until stopped."""
+
+    def __init__(self, host: str, port: int, idle: int, slow: int) -> None:
+        self.host, self.port, self.stop = host, port, threading.Event()
+        self.threads = [threading.Thread(target=self._idle, daemon=True) for _ in range(idle)]
+        self.threads += [threading.Thread(target=self._slow, daemon=True) for _ in range(slow)]
+        self.open = 0
+        self.lock = threading.Lock()
+
+    def _connect(self) -> socket.socket | None:
+        try:
+            return socket.create_connection((self.host, self.port), timeout=2)
+        except OSError:
+            time.sleep(0.1)
+            return None
+
+    def _idle(self) -> None:
+        while not self.stop.is_set():
+            sock = self._connect()
+            if sock is None:
+                continue
+            with sock:
+                while not self.stop.is_set():
+                    try:
+                        if sock.recv(1) == b"":
+                            break  # closed by the server: open another
+                    except TimeoutError:
+                        continue
+                    except OSError:
+                        break
+
+    def _slow(self) -> None:
+        request = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\nX-Padding: " + b"a" * 1000
+        while not self.stop.is_set():
+            sock = self._connect()
+            if sock is None:
+                continue
+            with sock:
+                for byte in request:
+                    if self.stop.wait(1):
+                        break
+                    try:
+                        sock.send(bytes([byte]))
+                    except OSError:
+                        break
+
+    def __enter__(self) -> Hostile:
+        for thread in self.threads:
+            thread.start()
+        time.sleep(2)  # all of them connected
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=5)
+
+
+def call_loop(served: Served, seconds: float) -> tuple[list[float], list[str], int]:
+    """POST /predict on one kept-alive connection, and GET /health on another, for ``seconds``."""
+    latencies, failures, health = [], [], 0
+    predict = http.client.HTTPConnection(served.host, served.port, timeout=10)
+    probe = http.client.HTTPConnection(served.host, served.port, timeout=10)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        started = time.perf_counter()
+        try:
+            predict.request("POST", "/predict", body=HOUSE_BODY, headers={"Content-Type": "application/json"})
+            response = predict.getresponse()
+            body = response.read()
+            if response.status != 200:
+                failures.append(f"{response.status} {body[:100]!r}")
+        except (OSError, http.client.HTTPException) as exc:
+            failures.append(repr(exc))
+            predict.close()
+        latencies.append(time.perf_counter() - started)
+        if len(latencies) % 50 == 0:
+            probe.request("GET", "/health")
+            answer = probe.getresponse()
+            answer.read()
+            health += answer.status == 200
+    predict.close()
+    probe.close()
+    return sorted(latencies), failures, health
+
+
+def test_idle_and_slow_clients_cost_the_callers_nothing(house_build: Built, docker_client: docker.DockerClient) -> None:
+    """256 idle and 20 slow-loris connections against 2 workers: every call is answered, the
+    health check too, and no worker is killed. The figures are printed for the issue note."""
+    with serving(docker_client, house_build.tag, environment={"NB2C_WORKERS": "2"}) as served:
+        quiet, _, _ = call_loop(served, 10)
+        with Hostile(served.host, served.port, idle=256, slow=20):
+            latencies, failures, health = call_loop(served, 60)
+        assert failures == []
+        assert health == len(latencies) // 50
+        logs = served.logs()
+        assert "WORKER TIMEOUT" not in logs and logs.count("Booting worker") == 2  # none replaced
+
+    def p(values: list[float], q: float) -> float:
+        return round(values[int(len(values) * q)] * 1e3, 2)
+
+    print(f"\nhostile figures: quiet p50 {p(quiet, .5)} ms p99 {p(quiet, .99)} ms ({len(quiet)} calls in 10 s); "
+          f"with 256 idle + 20 slow-loris p50 {p(latencies, .5)} ms p99 {p(latencies, .99)} ms "
+          f"({len(latencies)} calls in 60 s)")
+
+
+def test_keep_alive_serves_many_calls_on_one_connection(house_build: Built, docker_client: docker.DockerClient) -> None:
+    with serving(docker_client, house_build.tag) as served:
+        connection = http.client.HTTPConnection(served.host, served.port, timeout=10)
+        sockets = set()
+        for _ in range(50):
+            connection.request("POST", "/predict", body=HOUSE_BODY, headers={"Content-Type": "application/json"})
+            response = connection.getresponse()
+            assert response.status == 200 and response.getheader("Connection") != "close"
+            response.read()
+            sockets.add(id(connection.sock))
+        connection.close()
+        assert len(sockets) == 1
+
+
+def test_connections_past_the_cap_are_refused_plainly_and_slow_requests_cut_off(
+    house_build: Built, docker_client: docker.DockerClient
+) -> None:
+    environment = {"NB2C_WORKERS": "1", "NB2C_MAX_CONNECTIONS": "4", "NB2C_READ_TIMEOUT": "2"}
+    with serving(docker_client, house_build.tag, environment=environment) as served:
+        held = [socket.create_connection((served.host, served.port), timeout=5) for _ in range(4)]
+        time.sleep(0.5)
+        status, payload, headers = served.request("POST", "/predict", HOUSE_BODY)
+        assert status == 503 and "NB2C_MAX_CONNECTIONS" in payload["error"] and headers["retry-after"] == "1"
+        for sock in held:  # idle: closed once the read timeout passed, which frees their places
+            sock.settimeout(5)
+            assert sock.recv(1) == b""
+            sock.close()
+        slow = socket.create_connection((served.host, served.port), timeout=5)
+        slow.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")  # and never the rest
+        started = time.monotonic()
+        assert slow.recv(100) == b"" and time.monotonic() - started < 4
+        slow.close()
+        assert served.predict({"area_sqft": 1500, "num_bedrooms": 3}) == (200, {"result": 245500.0})

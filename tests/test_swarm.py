@@ -118,3 +118,67 @@ def test_rolling_update_of_three_replicas_keeps_three_healthy_and_ends_on_the_ne
     assert min(capacity) >= 3  # start-first: a new replica is healthy before an old one stops
     assert [image for image, _ in after] == ["nb2c-test/house-swarm:v2"] * 3
     assert {answer_inside(container) for _, container in after} == {old.pop() + 1.0}  # the changed function
+
+
+CLIENT = """
+import json, signal, time, urllib.request
+running = True
+def stop(*_):
+    global running
+    running = False
+signal.signal(signal.SIGTERM, stop)
+body = b'{"area_sqft": 1500, "num_bedrooms": 3}'
+while running:
+    started = time.time()
+    try:
+        request = urllib.request.Request("http://predict-price:8000/predict", data=body,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            line = {"t": started, "result": json.load(response)["result"]}
+    except Exception as error:
+        line = {"t": started, "error": repr(error)}
+    print(json.dumps(line), flush=True)
+    time.sleep(0.02)
+"""
+
+
+def test_a_rolling_update_under_traffic_fails_no_request(
+    house_build: Built, docker_client: docker.DockerClient, no_swarm: None, tmp_path: Path
+) -> None:
+    """A client on the service's overlay network calls it by name (DNS round-robin: this kernel
+    has no IPVS for virtual IPs) throughout a start-first roll from v1 to v2."""
+    import json
+
+    version_of(house_build, tmp_path / "v1", docker_client, "nb2c-test/house-dnsrr:v1")
+    version_of(house_build, tmp_path / "v2", docker_client, "nb2c-test/house-dnsrr:v2",
+               "return float(model.predict(X)[0]) + 1.0")
+    first = run_cli("deploy", tmp_path / "v1", "--swarm", "--init-swarm", "--endpoint-mode", "dnsrr")
+    client = None
+    try:
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert "http://predict-price:8000/predict (DNS round-robin" in first.stdout
+        client = docker_client.containers.run("nb2c-test/house-dnsrr:v1", ["python", "-c", CLIENT], detach=True,
+                                              network="predict-price-net", healthcheck={"test": ["NONE"]})
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and b'"result"' not in client.logs():
+            time.sleep(0.2)
+        rolled = time.monotonic()
+        second = run_cli("deploy", tmp_path / "v2", "--swarm", "--endpoint-mode", "dnsrr")
+        FIGURES["rolling update under traffic (s)"] = round(time.monotonic() - rolled, 1)
+        assert second.returncode == 0, second.stdout + second.stderr
+        time.sleep(3)  # answers from v2 only, once the roll is done
+        client.stop(timeout=10)
+        lines = [json.loads(line) for line in client.logs().decode().splitlines() if line.startswith("{")]
+    finally:
+        if client is not None:
+            client.remove(force=True)
+        for service in docker_client.services.list(filters={"name": "predict-price"}):
+            service.remove()
+    failed = [line for line in lines if "error" in line]
+    FIGURES.update({"requests sent during the roll": len(lines), "failed": len(failed)})
+    print(f"\nswarm figures: {FIGURES}")
+    assert failed == [], failed[:5]
+    answers = [line["result"] for line in lines]
+    assert answers[0] + 1.0 == answers[-1] and set(answers) == {answers[0], answers[-1]}
+    switched = answers.index(answers[-1])
+    assert switched > 0 and all(answer == answers[-1] for answer in answers[switched:][-20:])

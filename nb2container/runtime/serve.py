@@ -8,8 +8,11 @@ Settings, from the environment (the Dockerfile sets the defaults):
     NB2C_PORT              port (8000)
     NB2C_WORKERS           worker processes; default: the container's CPU limit (cgroup quota),
                            else the CPUs this process may run on
-    NB2C_THREADS           with batching, calls a worker takes at once (64); without it a worker
-                           (gunicorn's sync worker) runs one call at a time, in its main thread
+    NB2C_THREADS           requests a worker reads and answers at once (16; 64 with batching);
+                           without batching its calls still run one at a time, in its main thread
+    NB2C_READ_TIMEOUT      seconds a request's headers and body may take to arrive (10): a slow
+                           or idle client is disconnected, never holds a worker
+    NB2C_MAX_CONNECTIONS   open connections per worker (1000); past it, 503 and close
     NB2C_TIMEOUT           seconds a call may run before it is answered with 504 (60)
     NB2C_GRACE_SECONDS     on SIGTERM, how long in-flight requests get to finish (30)
     NB2C_PRELOAD           1: load the function once, before forking the workers (shares the
@@ -24,7 +27,6 @@ The image's HEALTHCHECK is ``nb2c_health.py`` (no import beyond socket).
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import logging
 import math
@@ -64,22 +66,29 @@ def cpu_limit() -> int:
     return available
 
 
+READ_TIMEOUT = float(os.environ.get("NB2C_READ_TIMEOUT", "10"))
+WRITE_TIMEOUT = 30.0  # a client that does not read its answer loses it, not a thread
+MAX_CONNECTIONS = int(os.environ.get("NB2C_MAX_CONNECTIONS", "1000"))
+BATCHING = bool(os.environ.get("NB2C_BATCH", "").strip())
+
+
 def settings() -> dict[str, Any]:
-    batching = bool(os.environ.get("NB2C_BATCH", "").strip())
     grace = int(float(os.environ.get("NB2C_GRACE_SECONDS", "30")))
+    threads = int(os.environ.get("NB2C_THREADS") or (64 if BATCHING else 16))
     return {
         "bind": f"0.0.0.0:{PORT}",
         "workers": int(os.environ.get("NB2C_WORKERS") or cpu_limit()),
-        "threads": int(os.environ.get("NB2C_THREADS") or 64) if batching else 1,
-        # sync: the least overhead, one call at a time per process; threads only to batch calls
-        "worker_class": "nb2c_serve.DrainingThreadWorker" if batching else "nb2c_serve.DrainingSyncWorker",
+        # Threads read requests and answer them; idle connections wait in the worker's poller.
+        "threads": threads,
+        "worker_class": "nb2c_serve.GuardedWorker",
+        "worker_connections": MAX_CONNECTIONS + threads + 1,  # GuardedWorker refuses past MAX_CONNECTIONS
         "logger_class": "nb2c_serve.JsonLogger",
         "accesslog": None if os.environ.get("NB2C_ACCESS_LOG") == "0" else "-",
         "errorlog": "-",
         "graceful_timeout": grace,
         # A worker silent this long (a call stuck in C past its 504) is killed and replaced.
         "timeout": int(TIMEOUT_SECONDS) + 5,
-        "keepalive": 5,
+        "keepalive": 5,  # seconds an idle kept-alive connection stays open
         "preload_app": os.environ.get("NB2C_PRELOAD") == "1",
         "worker_tmp_dir": str(RUNTIME_DIR),
         "control_socket_disable": True,
@@ -157,46 +166,101 @@ def _now() -> str:
 
 
 def _gunicorn_classes() -> dict[str, Any]:
+    import selectors
+    from concurrent.futures import Future
+    from functools import partial
+
     from gunicorn.glogging import Logger
-    from gunicorn.workers.gthread import ThreadWorker
-    from gunicorn.workers.sync import SyncWorker
+    from gunicorn.http.errors import NoMoreData
+    from gunicorn.workers.gthread import TConn, ThreadWorker
 
-    class DrainingSyncWorker(SyncWorker):
-        """gunicorn's sync worker that, on SIGTERM, at once takes every connection already waiting
-        in the listen queue and closes its listening socket (new connections are refused, not
-        dropped later), then answers the request in hand and what it took, and exits."""
+    class ReadDeadline(NoMoreData):
+        """The request did not arrive within NB2C_READ_TIMEOUT: gunicorn closes the connection
+        quietly (a premature end), the WSGI app answers 408 for a body."""
 
-        taken: list[tuple[Any, Any, Any]] = []  # noqa: RUF012 - one worker per process
+        def __str__(self) -> str:
+            return f"the request did not arrive within {READ_TIMEOUT:g} s (NB2C_READ_TIMEOUT)"
 
-        def handle_exit(self, sig: int, frame: Any) -> None:
-            super().handle_exit(sig, frame)
-            for listener in self.sockets:
-                _take_pending(listener, self._take)
+    class GuardedSocket:
+        """A client socket whose reads share one deadline per request, so a client sending a byte
+        a second cannot hold a thread; writes time out too. Everything else is the socket's."""
 
-        def _take(self, listener: Any) -> None:
-            client, address = listener.accept()
-            # the request's environ asks the listener its address after it is closed
-            self.taken.append((_Address(listener.getsockname()), client, address))
+        def __init__(self, sock: Any) -> None:
+            self._sock, self.deadline = sock, float("inf")
+
+        def recv(self, size: int) -> bytes:
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0:
+                raise ReadDeadline()
+            self._sock.settimeout(remaining)
+            try:
+                return bytes(self._sock.recv(size))
+            except TimeoutError:
+                raise ReadDeadline() from None
+            finally:
+                self._sock.settimeout(None)
+
+        def sendall(self, data: bytes) -> None:
+            self._sock.settimeout(WRITE_TIMEOUT)
+            try:
+                self._sock.sendall(data)
+            finally:
+                self._sock.settimeout(None)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._sock, name)
+
+    class GuardedWorker(ThreadWorker):
+        """gunicorn's threaded worker, hardened for a port with nothing in front of it:
+
+        - a new connection waits in the poller until it sends something (idle ones cost no
+          thread), and its request must arrive within NB2C_READ_TIMEOUT;
+        - past NB2C_MAX_CONNECTIONS open connections, a new one is answered 503 and closed;
+        - HTTP keep-alive; the threads read and answer requests, while the notebook's function
+          runs one call at a time in the main thread (unless batching), where SIGALRM can
+          interrupt a call past NB2C_TIMEOUT;
+        - on SIGTERM it takes what the kernel already queued, closes its listeners (later
+          connections are refused, not dropped) and answers what it holds within the grace."""
+
+        def init_process(self) -> None:
+            import nb2c_server  # after on_starting made the metrics folder it writes to
+
+            if not BATCHING:
+                nb2c_server.SERVICE.runner = self.run_in_main_thread
+            super().init_process()
+
+        def run_in_main_thread(self, work: Any) -> Any:
+            done: Future[Any] = Future()
+
+            def run() -> None:
+                try:
+                    done.set_result(work())
+                except BaseException as exc:  # handed back to the request's thread
+                    done.set_exception(exc)
+
+            self.method_queue.defer(run)
+            return done.result()
 
         def accept(self, listener: Any) -> None:
             try:
-                super().accept(listener)
-            except OSError as exc:
-                if self.alive:
-                    raise
-                raise BlockingIOError(errno.EAGAIN, "stopping") from exc  # the socket closed under it
+                client, address = listener.accept()
+            except OSError:
+                return  # another worker took it, or the listener closed at SIGTERM
+            if self.nr_conns >= MAX_CONNECTIONS:
+                _refuse(client)
+                return
+            self.nr_conns += 1
+            conn = TConn(self.cfg, GuardedSocket(client), address, listener.getsockname())
+            conn.timeout = time.monotonic() + READ_TIMEOUT  # closed if it sends nothing by then
+            self.pending_conns.append(conn)
+            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn))
 
-        def run(self) -> None:
-            super().run()  # returns once SIGTERM has arrived and the request in hand is answered
-            for listener, client, address in self.taken:
-                self.notify()
-                client.setblocking(True)
-                self.handle(listener, client, address)
-
-    class DrainingThreadWorker(ThreadWorker):
-        """gunicorn's threaded worker that, on SIGTERM, takes every connection already waiting in
-        the listen queue and then closes its listening socket, so that no accepted connection
-        is dropped when the process exits; in-flight requests then finish within the grace."""
+        def handle(self, conn: Any) -> Any:
+            conn.sock.deadline = time.monotonic() + READ_TIMEOUT  # for this request's headers and body
+            try:
+                return super().handle(conn)
+            finally:
+                conn.sock.deadline = float("inf")
 
         def handle_exit(self, sig: int, frame: Any) -> None:
             if self.alive:
@@ -226,8 +290,22 @@ def _gunicorn_classes() -> dict[str, Any]:
                 "bytes": getattr(resp, "sent", None),
                 "duration_ms": round(request_time.total_seconds() * 1000, 3), "pid": os.getpid()}))
 
-    return {"DrainingSyncWorker": DrainingSyncWorker, "DrainingThreadWorker": DrainingThreadWorker,
-            "JsonLogger": JsonLogger}
+    return {"GuardedWorker": GuardedWorker, "JsonLogger": JsonLogger}
+
+
+_TOO_MANY = json.dumps({"error": f"this server holds its most connections ({MAX_CONNECTIONS} per worker, "
+                                 "NB2C_MAX_CONNECTIONS); retry shortly"}).encode()
+
+
+def _refuse(client: Any) -> None:
+    """Past the connection cap: a clear 503, then close, instead of a silent queue."""
+    with contextlib.suppress(OSError):
+        client.settimeout(1)
+        client.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                       b"Retry-After: 1\r\nConnection: close\r\nContent-Length: "
+                       + str(len(_TOO_MANY)).encode() + b"\r\n\r\n" + _TOO_MANY)
+    with contextlib.suppress(OSError):
+        client.close()
 
 
 def _take_pending(listener: Any, take: Any) -> None:
@@ -235,17 +313,8 @@ def _take_pending(listener: Any, take: Any) -> None:
     import select
 
     while select.select([listener], [], [], 0)[0]:
-        with contextlib.suppress(OSError):  # another worker took it first
-            take(listener)
+        take(listener)
     listener.close()
-
-
-class _Address:
-    def __init__(self, name: Any) -> None:
-        self.name = name
-
-    def getsockname(self) -> Any:
-        return self.name
 
 
 class _JsonFormatter(logging.Formatter):
@@ -260,7 +329,7 @@ class _JsonFormatter(logging.Formatter):
 
 
 def __getattr__(name: str) -> Any:  # gunicorn finds the worker and logger classes by dotted name
-    if name in ("DrainingSyncWorker", "DrainingThreadWorker", "JsonLogger"):
+    if name in ("GuardedWorker", "JsonLogger"):
         globals().update(_gunicorn_classes())
         return globals()[name]
     raise AttributeError(name)
@@ -289,6 +358,7 @@ def main() -> None:
             return nb2c_server.application
 
     _log({"event": "starting", "port": PORT, "workers": config["workers"], "threads": config["threads"],
+          "read_timeout_seconds": READ_TIMEOUT, "max_connections": MAX_CONNECTIONS,
           "cpu_limit": cpu_limit(), "batching": os.environ.get("NB2C_BATCH") or None,
           "timeout_seconds": TIMEOUT_SECONDS,
           "grace_seconds": config["graceful_timeout"], "preload": config["preload_app"]})

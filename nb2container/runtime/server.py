@@ -113,6 +113,9 @@ class Service:
         self.peers_ready: Callable[[], bool] = lambda: False  # another worker's is (set by nb2c_serve)
         self.batching = False
         self.openapi = b""
+        # Where a call runs: here, or (nb2c_serve, without batching) handed to the worker's main
+        # thread, the only one SIGALRM can interrupt.
+        self.runner: Callable[[Callable[[], Any]], Any] = lambda work: work()
 
     def load(self) -> None:
         """Import the function and its artifacts (in each worker, or once before forking)."""
@@ -167,7 +170,7 @@ class Service:
                 return work()
             except batching.BatchTimeout as exc:
                 raise RequestError(504, f"{exc} (NB2C_TIMEOUT)") from None
-        return call_with_alarm(work, TIMEOUT_SECONDS)
+        return self.runner(lambda: call_with_alarm(work, TIMEOUT_SECONDS))
 
     def _bind(self, body: Any) -> inspect.BoundArguments:
         spec, signature = self.spec, self.signature
@@ -322,7 +325,10 @@ def _read_json(environ: dict[str, Any]) -> Any:
     if length and int(length) > MAX_BODY_BYTES:
         raise RequestError(413, f"the body is {length} bytes, over the limit of {MAX_BODY_BYTES} "
                                 "(NB2C_MAX_BODY_BYTES)")
-    raw = environ["wsgi.input"].read(int(length) if length else MAX_BODY_BYTES + 1)
+    try:
+        raw = environ["wsgi.input"].read(int(length) if length else MAX_BODY_BYTES + 1)
+    except OSError as exc:  # nb2c_serve's read deadline, or the client went away
+        raise RequestError(408, f"the body did not arrive: {exc}") from None
     if len(raw) > MAX_BODY_BYTES:  # chunked, without a length
         raise RequestError(413, f"the body is over the limit of {MAX_BODY_BYTES} bytes (NB2C_MAX_BODY_BYTES)")
     if not raw.strip():
