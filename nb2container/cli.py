@@ -40,6 +40,10 @@ def parser() -> argparse.ArgumentParser:
     deploy.add_argument("--replicas", type=int, help="replicas (default: deploy/compose.yaml's)")
     deploy.add_argument("--publish", type=int, metavar="PORT",
                         help="port published on every swarm node (default: deploy/compose.yaml's)")
+    deploy.add_argument("--endpoint-mode", choices=["vip", "dnsrr"],
+                        help="vip (default): one virtual IP and the routing mesh, which need the kernel's IPVS; "
+                             "dnsrr: the service name resolves to every replica, for clients on its attachable "
+                             "overlay network (SERVICE-net) or a load balancer of your own; no published port")
     deploy.add_argument("--init-swarm", action="store_true",
                         help="make this engine a single-node swarm if it is not in one")
     deploy.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -53,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "deploy":
             return _deploy(args, progress)
-        options = Options.from_namespace(args, no_build=args.command == "render")
+        options = Options.from_namespace(args)
         if args.command == "render":
             rendered = pipeline.render_folder(options, progress)
             print(f"Build folder ready: {rendered.folder}  (docker build -t {rendered.tag} "
@@ -79,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
 def _deploy(args: argparse.Namespace, progress: TerminalProgress) -> int:
     from nb2container import swarm
 
-    done = swarm.deploy(args.folder, args.replicas, args.init_swarm, progress, publish=args.publish)
+    done = swarm.deploy(args.folder, args.replicas, args.init_swarm, progress, publish=args.publish,
+                        endpoint_mode=args.endpoint_mode)
     print(f"\nOK: {done.service} serves {done.image} on {done.replicas} healthy replicas "
           f"({done.seconds:.1f} s): {done.endpoint}")
     return 0

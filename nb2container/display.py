@@ -198,6 +198,8 @@ def _case_row(case: SmokeCase) -> str:
     note = case.difference if not case.passed and case.difference else case.note
     if case.stale:
         note = f"stale in the notebook: its code now gives {short_value(case.expected, 60)}; re-run and save it"
+    elif not note and case.checked.startswith("not compared"):
+        note = case.checked
     cells = [_mark_html(mark), where_label(case), case.call,
              shown_value(shown_expected(case), case.expected_stdout, 80),
              shown_value(case.actual, case.actual_stdout, 80), note or ""]

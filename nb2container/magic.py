@@ -15,7 +15,7 @@ import hashlib
 import os
 import shlex
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -147,15 +147,16 @@ def _live_example(shell: Any, call: dict[str, Any]) -> Example:
     """A recorded call, judged like a saved notebook's: what the user saw is the saved output
     (``Out[n]`` when the call was its cell's value, else its recorded result), and what the
     function gives on the kernel's state now is the fresh run (``recheck``)."""
+    now = call.get("now")
+    if now is not None:  # what the user saw when the call ran, against what the kernel gives now
+        return example_from_call({**call, **now}, 0, call["result_text"], call["stdout"] or None)
     out = shell.user_ns.get("Out", {})
     count = call["execution_count"]
     shown = display_text(shell, out[count]) if count in out else None
-    now = call.get("now")
-    if now is not None and (now["result_text"] != call["result_text"] or now["stdout"] != call["stdout"]):
-        fresh = {**call, **now}
-        return example_from_call(fresh, 0, call["result_text"], call["stdout"] if call["stdout"] else None)
     stored_text = shown if shown is not None and shown == call["result_text"] else None
-    return example_from_call(call, 0, stored_text)
+    return replace(example_from_call(call, 0, stored_text),
+                   unchecked="it could not be made again on the kernel's state, and its result was not its "
+                             "cell's output")
 
 
 def history_calls(shell: Any, function: str, before: int) -> list[dict[str, Any]]:

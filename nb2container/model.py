@@ -82,6 +82,9 @@ class Example:
     shown: str = ""  # the call as a person reads it
     stdout: str = ""  # what it printed in the fresh run
     stored_stdout: str | None = None  # what the notebook stored as the cell's printed output
+    # (the cell's saved stdout, the fresh stdout of every call in it) when several calls printed it all
+    group_stdout: tuple[str, str] | None = None
+    unchecked: str = ""  # why no saved output can be compared with this call, when none can
 
 
 @dataclass(frozen=True)
@@ -176,7 +179,7 @@ class SmokeCase:
     call: str
     request: Any
     expected: Any
-    expected_from: str  # "notebook" (stored output) or "fresh run"
+    expected_from: str  # what the container's answer is compared with, and how the saved output compared
     actual: Any = None
     passed: bool = False
     skipped: bool = False  # not replayable over JSON (see difference)
@@ -188,6 +191,7 @@ class SmokeCase:
     stored: Any = None  # the notebook's saved output, read back (None when it has none or it is not a value)
     stale: bool = False  # the saved output is not what the notebook's code gives now
     stale_difference: str | None = None
+    checked: str = ""  # the saved output: "equal", "stale", or "not compared: <why>"
 
 
 @dataclass
@@ -209,6 +213,10 @@ class SmokeReport:
         return sum(case.stale for case in self.cases)
 
     @property
+    def not_compared(self) -> int:
+        return sum(case.checked.startswith("not compared") for case in self.cases)
+
+    @property
     def failed(self) -> int:
         return len(self.cases) - self.passed - self.skipped
 
@@ -218,6 +226,6 @@ class SmokeReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"health": self.health, "passed": self.passed, "failed": self.failed,
-                "skipped": self.skipped, "stale": self.stale,
+                "skipped": self.skipped, "stale": self.stale, "not_compared": self.not_compared,
                 "usage": asdict(self.usage) if self.usage else None,
                 "cases": [asdict(case) for case in self.cases]}

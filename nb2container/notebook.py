@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import ast
+import atexit
 import hashlib
 import json
+import os
+import platform
+import shutil
 import subprocess
 import symtable
+import sys
+import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import nbformat
 from IPython.core.inputtransformer2 import TransformerManager
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, DeadKernelError
 
@@ -171,15 +179,54 @@ def _execute(
             f"The kernel died while running {path.name} ({exc}). Check that the notebook runs top "
             "to bottom in a fresh kernel (it may need more memory than this machine has)."
         ) from None
-    except Exception as exc:
-        if type(exc).__name__ == "NoSuchKernel":
-            raise CaptureError(
-                f"No Jupyter kernel named `{kernel_name}` is installed here (the notebook's "
-                "kernelspec names it). Install it, or pick one with --kernel "
-                "(`jupyter kernelspec list` shows them)."
-            ) from None
-        raise
+    except NoSuchKernel:
+        raise CaptureError(
+            f"No Jupyter kernel named `{kernel_name}` is installed here. Installed: {_installed_kernels()}. "
+            "Pick one with --kernel."
+        ) from None
     return nb
+
+
+def choose_kernel(nb: nbformat.NotebookNode, requested: str | None, path: Path, progress: Progress) -> str:
+    """--kernel (which must exist), else the notebook's kernel, else the Python running nb2container.
+
+    A notebook saved on another machine often names a kernel this one lacks (``conda-root-py``);
+    a data scientist who runs nb2container from the notebook's environment means that one.
+    """
+    installed = KernelSpecManager().find_kernel_specs()
+    if requested:
+        if requested not in installed:
+            raise UsageError(f"--kernel {requested}: no Jupyter kernel of that name is installed here. "
+                             f"Installed: {_installed_kernels()}.")
+        return requested
+    named = nb.metadata.get("kernelspec", {}).get("name") or "python3"
+    if named in installed or named == "python3":
+        return named
+    progress.warn(f"{path.name} names the kernel `{named}`, which is not installed here, so it runs with the "
+                  f"Python that runs nb2container ({sys.executable}, Python {platform.python_version()}), and "
+                  f"that is the environment the image freezes. Pass --kernel NAME for another "
+                  f"(installed: {_installed_kernels()}).")
+    return _this_python_kernel()
+
+
+def _installed_kernels() -> str:
+    return ", ".join(f"`{name}`" for name in sorted(KernelSpecManager().find_kernel_specs())) or "none"
+
+
+_THIS_PYTHON = "nb2container-this-python"
+
+
+def _this_python_kernel() -> str:
+    """A kernelspec for this interpreter, in a folder of ours put on JUPYTER_PATH for this run."""
+    folder = Path(tempfile.mkdtemp(prefix="nb2c-kernels-"))
+    atexit.register(shutil.rmtree, folder, True)
+    spec = folder / "kernels" / _THIS_PYTHON
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": f"Python {platform.python_version()} (nb2container)", "language": "python"}))
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(folder), os.environ.get("JUPYTER_PATH")]))
+    return _THIS_PYTHON
 
 
 def _run_hidden(client: NotebookClient, code: str) -> None:
@@ -319,27 +366,49 @@ def cells_assigning(nb: nbformat.NotebookNode) -> dict[str, int]:
 def examples_from_calls(
     calls: list[dict[str, Any]], stored: nbformat.NotebookNode, executed: nbformat.NotebookNode
 ) -> list[Example]:
-    """Pair each recorded call with the output the notebook stored for it.
+    """Pair each recorded call with the output the notebook saved for it, or say why none can be.
 
-    A call's stored output is its cell's ``execute_result`` when, in the fresh run, that
-    result displayed exactly as the call's result (the call is the cell's value); likewise its
-    stored printed output is the cell's stdout when the call printed all of it.
+    A call's saved output is its cell's ``execute_result`` when, in the fresh run, that result
+    displayed exactly as the call's result (the call is the cell's value); its saved printed
+    output is the cell's stdout when the call printed all of it, and when several calls printed
+    all of it together, the cell's stdout is compared with what they printed, in order.
     """
     cell_of_count = _cell_of_count(executed)
+    printing: dict[int, list[dict[str, Any]]] = {}
+    for call in calls:
+        index = cell_of_count.get(call["execution_count"])
+        if index is not None and call.get("stdout"):
+            printing.setdefault(index, []).append(call)
     examples = []
     for call in calls:
         index = cell_of_count.get(call["execution_count"])
-        stored_text = stored_stdout = None
+        stored_text = stored_stdout = group = None
+        why = ("given with --example: the notebook saved no output for it" if call.get("source") == "example"
+               else "its cell is not in the saved notebook")
         if index is not None and index < len(stored.cells):
-            fresh_shown = _result_text(executed.cells[index])
-            if call["result_text"] is not None and fresh_shown == call["result_text"]:
-                stored_text = _result_text(stored.cells[index])
-            # The cell's printed output is the call's when, in the fresh run, it printed exactly that.
-            if call.get("stdout") and _stdout(executed.cells[index]) == call["stdout"]:
-                stored_stdout = _stdout(stored.cells[index])
-        examples.append(example_from_call(call, (index + 1) if index is not None else 0, stored_text,
-                                          stored_stdout))
+            saved_cell, fresh_cell = stored.cells[index], executed.cells[index]
+            why = _unchecked_reason(saved_cell, fresh_cell, call, len(printing.get(index, [])))
+            if call["result_text"] is not None and _result_text(fresh_cell) == call["result_text"]:
+                stored_text = _result_text(saved_cell)
+            if call.get("stdout") and _stdout(fresh_cell) == call["stdout"]:
+                stored_stdout = _stdout(saved_cell)
+            elif call.get("stdout") and _stdout(fresh_cell) == "".join(c["stdout"] for c in printing[index]):
+                group = (_stdout(saved_cell), _stdout(fresh_cell))
+        example = example_from_call(call, (index + 1) if index is not None else 0, stored_text, stored_stdout)
+        examples.append(replace(example, group_stdout=group, unchecked=why))
     return examples
+
+
+def _unchecked_reason(saved: nbformat.NotebookNode, fresh: nbformat.NotebookNode, call: dict[str, Any],
+                      printing_calls: int) -> str:
+    """Why a call's saved output cannot be compared, should it turn out that it cannot."""
+    if not saved.get("outputs"):
+        return "its cell has no saved output (it was not run before the notebook was saved)"
+    if call.get("stdout") and printing_calls > 1:
+        return f"{printing_calls} calls printed into one output, which also holds other text"
+    if call.get("stdout"):
+        return "what it printed is only part of its cell's output"
+    return "its result is not its cell's output (the cell shows something else, or nothing)"
 
 
 def _stdout(cell: nbformat.NotebookNode) -> str:

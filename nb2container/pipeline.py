@@ -59,11 +59,13 @@ def notebook_capturer(options: Options, progress: Progress) -> Capturer:
     if path is None:
         raise UsageError("No notebook was given. Pass the path of an .ipynb file.")
     examples = parse_examples(options.examples)
-    notebook.choose_function(notebook.read_notebook(path), options.function, path)  # in a second, not after a run
+    stored = notebook.read_notebook(path)  # checked in a second, not after a run
+    notebook.choose_function(stored, options.function, path)
+    kernel = notebook.choose_kernel(stored, options.kernel, path, progress)
 
     def capture(staging: Path) -> Capture:
         return notebook.capture_notebook(
-            path, options.function, options.kernel, options.timeout, progress, staging,
+            path, options.function, kernel, options.timeout, progress, staging,
             options.max_artifact_mb * 1024**2, examples, options.bind, options.no_bind, options.debug,
         )
 

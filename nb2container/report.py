@@ -117,6 +117,8 @@ class BuildReport:
                 out = ElementTree.SubElement(element, "system-out")
                 out.text = (f"STALE: the notebook shows {short_value(case.stored)}; its code now gives "
                             f"{short_value(case.expected)}. Re-run the notebook and save it.")
+            elif case.checked.startswith("not compared"):
+                ElementTree.SubElement(element, "system-out").text = f"the saved output was {case.checked}"
         verdict = self.verdict  # stale outputs and drift fail the build even when every call matched
         element = ElementTree.SubElement(suite, "testcase", classname=classname, name="verdict")
         if not verdict.ok:
@@ -134,12 +136,16 @@ class BuildReport:
         ElementTree.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)
 
 
+TABLE_VALUE_CHARS = 40  # values in the table; the report keeps them whole
+
+
 def smoke_table(report: SmokeReport) -> str:
     """call | notebook output | container output | verdict, fitted to the terminal."""
     rows = [("cell", "call", "notebook", "container", "verdict")]
     for case in report.cases:
-        rows.append((where_label(case), case.call, shown_value(shown_expected(case), case.expected_stdout),
-                     shown_value(case.actual, case.actual_stdout), verdict(case)))
+        rows.append((where_label(case), case.call,
+                     shown_value(shown_expected(case), case.expected_stdout, TABLE_VALUE_CHARS),
+                     shown_value(case.actual, case.actual_stdout, TABLE_VALUE_CHARS), verdict(case)))
     width = max(60, shutil.get_terminal_size((120, 20)).columns)
     widths = [max(len(row[i]) for row in rows) for i in range(5)]
     widths[1] = max(10, min(widths[1], width - sum(widths) + widths[1] - 12))
@@ -150,22 +156,32 @@ def smoke_table(report: SmokeReport) -> str:
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     for case in report.cases:
-        if case.difference and not case.passed:
-            lines.append(f"cell {where_label(case)}: MISMATCH {case.call}: the container answered "
-                         f"{shown_value(case.actual, case.actual_stdout)} where the notebook's code gives "
-                         f"{shown_value(case.expected, case.expected_stdout)}; {case.difference}")
+        where = f"cell {where_label(case)}"
+        if case.difference and not case.passed and case.actual is None and case.actual_stdout is None:
+            lines.append(f"{where}: {'SKIPPED' if case.skipped else 'MISMATCH'} {case.call}: {case.difference}")
+        elif case.difference and not case.passed:
+            lines.append(f"{where}: MISMATCH {case.call}: the container answered "
+                         f"{shown_value(case.actual, case.actual_stdout, 80)} where the notebook's code gives "
+                         f"{shown_value(case.expected, case.expected_stdout, 80)}; {case.difference}")
         if case.stale:
-            lines.append(f"cell {where_label(case)}: STALE {case.call}: the notebook shows "
-                         f"{short_value(case.stored)}, but its code now gives {short_value(case.expected)} "
-                         f"({case.stale_difference}); re-run the notebook and save it")
+            lines.append(f"{where}: STALE {case.call}: the notebook shows {short_value(case.stored, 80)}, but its "
+                         f"code now gives {short_value(case.expected, 80)} ({case.stale_difference}); re-run the "
+                         "notebook and save it")
+        if case.checked.startswith("not compared"):
+            lines.append(f"{where}: {case.call} was {case.checked.replace(':', ' with the saved output, since', 1)}")
         if case.note:
-            lines.append(f"note, cell {where_label(case)}: {case.note}")
+            lines.append(f"note, {where}: {case.note}")
     summary = f"{report.passed} passed, {report.failed} failed"
     if report.skipped:
         summary += f", {report.skipped} skipped"
     if report.stale:
         summary += f"; {report.stale} stale in the notebook"
+    if report.not_compared:
+        summary += f"; {report.not_compared} not compared with the notebook's saved output"
     lines.append(f"health: {'ok' if report.health else 'FAILED'}; calls: {summary}")
+    if report.cases and report.not_compared == len(report.cases):
+        lines.append("No call could be compared with an output saved in the notebook: the image answers like the "
+                     "notebook's code does now, and nothing shows that this is what the notebook showed.")
     return "\n".join(lines)
 
 
@@ -186,7 +202,9 @@ def verdict(case: SmokeCase) -> str:
         return "skipped"
     if not case.passed:
         return "MISMATCH"
-    return "match, STALE" if case.stale else "match"
+    if case.stale:
+        return "match, STALE"
+    return "match" if case.checked == "equal" else "match, not compared"
 
 
 def shown_expected(case: SmokeCase) -> Any:

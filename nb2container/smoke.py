@@ -51,7 +51,8 @@ def smoke_test(
 
 
 def smoke_case(example: Example, function: str) -> SmokeCase:
-    """A call to replay, with the notebook's saved output read back and judged stale or not."""
+    """A call to replay, with the notebook's saved output read back: equal, stale, or not
+    compared (and why), never "not compared" passed off as "checked"."""
     shown = [repr(a) for a in example.args] + [f"{k}={v!r}" for k, v in example.kwargs.items()]
     case = SmokeCase(
         execution_count=example.execution_count,
@@ -61,24 +62,36 @@ def smoke_case(example: Example, function: str) -> SmokeCase:
         expected=example.fresh_result,
         expected_from="fresh run",
     )
+    compared, why = False, example.unchecked or "the notebook saved no output for it"
     if example.stored_text is not None:
         try:
             case.stored = parse_display_text(example.stored_text)
         except Unparseable:
-            case.note = "the stored output is not a value nb2container reads back; compared with a fresh run"
-        else:
-            if example.stored_text == example.fresh_text:
-                case.expected_from = "notebook"
+            if example.stored_text == example.fresh_text:  # the same text: equal, read back or not
+                compared = True
             else:
+                why = "its saved output is not a value nb2container reads back"
+        else:
+            compared = True
+            if example.stored_text != example.fresh_text:
                 case.stale_difference = difference(case.stored, example.fresh_result, 1e-9, 0.0)
                 case.stale = case.stale_difference is not None
-                case.expected_from = "fresh run" if case.stale else "notebook"
     if example.stdout:
         case.expected_stdout = example.stdout
-        if example.stored_stdout is not None and example.stored_stdout != example.stdout:
-            found = text_difference(example.stored_stdout, example.stdout, 1e-9, 0.0)
+        saved, fresh, what = None, example.stdout, "what it printed"
+        if example.stored_stdout is not None:
+            saved = example.stored_stdout
+        elif example.group_stdout is not None:
+            (saved, fresh), what = example.group_stdout, "what the calls in its cell printed"
+        if saved is not None:
+            compared = True
+            found = text_difference(saved, fresh, 1e-9, 0.0) if saved != fresh else None
             if found:
-                case.stale, case.stale_difference = True, f"what it printed: {found}"
+                case.stale, case.stale_difference = True, f"{what}: {found}"
+    case.checked = "stale" if case.stale else ("equal" if compared else f"not compared: {why}")
+    case.expected_from = {"stale": "fresh run (the saved output is stale)",
+                          "equal": "fresh run, equal to the saved output"}.get(case.checked,
+                                                                             "fresh run (no saved output compared)")
     if not example.replayable:
         case.skipped, case.difference = True, f"not replayed: {example.reason}"
         return case

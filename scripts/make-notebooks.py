@@ -362,6 +362,49 @@ ZERO_ARGUMENTS = [
     new_code_cell("model_card()['n_features']"),
 ]
 
+# Issue 18: one function's calls disagree on shapes, dtypes and columns; the contract widens.
+VARYING_SHAPES = [
+    new_markdown_cell("# Shapes that vary\n\n`score` is called with 1-D and 2-D weight arrays, int and "
+                      "float dtypes, and frames with different columns, as a course notebook does."),
+    new_code_cell("import numpy as np\nimport pandas as pd"),
+    new_code_cell("def score(w, rows):\n"
+                  "    return float(np.sum(w)) + float(rows.select_dtypes('number').to_numpy().sum())",
+                  metadata={"tags": ["serve"]}),
+    new_code_cell("score(np.array([1.0, 2.0]), pd.DataFrame({'a': [1, 2]}))"),
+    new_code_cell("score(np.array([[1.0], [2.0]]), pd.DataFrame({'a': [1.5], 'b': [2]}))"),
+    new_code_cell("score(np.array([3, 4]), pd.DataFrame({'b': [1]}))"),
+]
+
+# Issue 18: numpy values beyond float64: extended precision, dates, durations, object arrays.
+NUMPY_TYPES = [
+    new_markdown_cell("# numpy types JSON has no word for\n\n`summarise` returns extended-precision "
+                      "floats, a datetime64, a timedelta64 and an object array; each travels as JSON."),
+    new_code_cell("import numpy as np"),
+    new_code_cell("def summarise(x, when):\n"
+                  "    values = np.array(x, dtype=np.longdouble)\n"
+                  "    return {'mean': values.mean(), 'doubled': values * 2,\n"
+                  "            'next_day': np.datetime64(when) + np.timedelta64(1, 'D'),\n"
+                  "            'window': np.timedelta64(90, 's'),\n"
+                  "            'labels': np.array(['low' if v < 2 else 'high' for v in x], dtype=object)}",
+                  metadata={"tags": ["serve"]}),
+    new_code_cell("summarise([1.0, 2.0, 3.0], '2024-05-01')"),
+    new_code_cell("summarise([0.5], '2024-12-31')"),
+]
+
+# Issue 18: several calls print into one cell's output; one call's result is not its cell's output.
+PRINTED_CALLS = [
+    new_markdown_cell("# Calls that print together\n\n`predict` prints the likeliest language of a "
+                      "surname; a loop prints three answers into one output."),
+    new_code_cell("LANGUAGES = ['Czech', 'Russian', 'English', 'Japanese']"),
+    new_code_cell("def predict(name):\n"
+                  "    score = (sum(map(ord, name)) % 97) / -100\n"
+                  "    language = LANGUAGES[len(name) % len(LANGUAGES)]\n"
+                  "    print(f'({score:.2f}) {language}')", metadata={"tags": ["serve"]}),
+    new_code_cell("for name in ['Dovesky', 'Jackson', 'Satoshi']:\n    predict(name)"),
+    new_code_cell("predict('Hinton')"),
+    new_code_cell("answer = predict('Ng')\nprint('done')"),
+]
+
 # Issue 4: a compiled package that needs a system library the slim base lacks (libgomp).
 LIGHTGBM_MODEL = [
     new_markdown_cell("# Delivery time with LightGBM\n\nLightGBM's compiled core links to "
@@ -441,6 +484,9 @@ NOTEBOOKS = {
     "lightgbm_model.ipynb": (LIGHTGBM_MODEL, None),
     "local_package.ipynb": (LOCAL_PACKAGE, None),
     "serving_faults.ipynb": (SERVING_FAULTS, None),
+    "varying_shapes.ipynb": (VARYING_SHAPES, None),
+    "numpy_types.ipynb": (NUMPY_TYPES, None),
+    "printed_calls.ipynb": (PRINTED_CALLS, None),
 }
 
 

@@ -32,7 +32,7 @@ def test_build_reports_a_passing_smoke_table(house_build: Built) -> None:
     assert report["smoke"]["failed"] == 0 and report["smoke"]["passed"] == 3
     assert report["smoke"]["health"] is True
     assert {"scikit-learn", "pandas", "numpy"} <= set(report["packages"])
-    assert all(case["expected_from"] == "notebook" for case in report["smoke"]["cases"])
+    assert all(case["checked"] == "equal" for case in report["smoke"]["cases"])  # each saved output compared
     assert "predict_price(1500, 3)" in house_build.result.stdout
     assert "3 passed, 0 failed" in house_build.result.stdout
 

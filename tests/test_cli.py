@@ -83,3 +83,21 @@ def test_out_of_order_cells_and_unseen_globals_are_warned_about() -> None:
     assert "`z`" in unseen and "`x`" not in unseen and "`y`" not in unseen
     starred = notebook_of("from helpers import *", "def f():\n    return z")
     assert unseen_global_warnings(starred, ["z"], "f", Path("n.ipynb")) == []
+
+
+def test_a_missing_kernel_named_by_the_notebook_means_this_python(tmp_path: Path) -> None:
+    import platform
+    import sys
+
+    nb = new_notebook(cells=[new_code_cell("def predict(x):\n    return x + 1"), new_code_cell("predict(1)")])
+    nb.metadata["kernelspec"] = {"name": "conda-root-py", "display_name": "Python [conda env:root]",
+                                 "language": "python"}
+    path = tmp_path / "elsewhere.ipynb"
+    nbformat.write(nb, path)
+    result = run_cli("render", path, "--output", tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    assert "names the kernel `conda-root-py`, which is not installed here" in result.stderr
+    assert sys.executable in result.stderr and platform.python_version() in result.stderr
+    refused = run_cli("render", path, "--kernel", "nosuch", "--output", tmp_path / "other")
+    assert refused.returncode == 1 and "--kernel nosuch" in refused.stderr and "`python3`" in refused.stderr
+    assert "Running" not in refused.stderr and not (tmp_path / "other").exists()

@@ -64,3 +64,35 @@ def test_printed_output_is_compared_word_by_word_with_tolerance() -> None:
     assert "word 3" in str(text_difference("total = 6.750", "total = 6.9", 1e-6, 1e-9))
     assert "expected 'total'" in str(text_difference("total = 1", "sum = 1", 1e-6, 1e-9))
     assert "words" in str(text_difference("a b", "a b c", 1e-6, 1e-9))
+
+
+def test_codecs_widen_when_the_calls_disagree() -> None:
+    one, two = codecs.describe(np.array([1.0, 2.0])), codecs.describe(np.array([[1], [2]]))
+    merged = codecs.merge([one, two])
+    assert merged == {"kind": "ndarray", "ndim": None, "dtype": "float64"}
+    assert codecs.decode(merged, [[1.0], [2.0]]).shape == (2, 1) and codecs.decode(merged, [1, 2]).dtype == np.float64
+    assert codecs.json_schema(merged)["type"] == "array"
+    frames = [codecs.describe(pd.DataFrame({"a": [1], "b": [2.0]})), codecs.describe(pd.DataFrame({"a": [3]}))]
+    assert codecs.merge(frames) == {"kind": "dataframe", "columns": None, "dtypes": {"a": "int64"}}
+    assert codecs.merge([codecs.describe(np.array([1])), codecs.describe(np.array([2]))])["dtype"] == "int64"
+
+
+@pytest.mark.parametrize(("value", "sent"), [
+    (np.array([1.0, 2.0], dtype=np.longdouble), [1.0, 2.0]),
+    (np.longdouble(1.5), 1.5),
+    (np.array(["2024-05-01T08:30"], dtype="datetime64[s]"), ["2024-05-01T08:30:00"]),
+    (np.datetime64("2024-05-01", "D"), "2024-05-01"),
+    (np.array([90], dtype="timedelta64[s]"), [90.0]),
+    (np.array(["a", "b"]), ["a", "b"]),
+    (np.array([1, "x", None], dtype=object), [1, "x", None]),
+    ({"nested": [np.arange(2), {"deeper": np.float32(0.5)}]}, {"nested": [[0, 1], {"deeper": 0.5}]}),
+    (pd.Series(["x", "y"], dtype="category"), {"index": [0, 1], "data": ["x", "y"], "name": None}),
+])
+def test_numpy_and_pandas_values_have_a_json_form(value: object, sent: object) -> None:
+    assert json.loads(json.dumps(value, default=codecs.to_json)) == sent
+
+
+@pytest.mark.parametrize("value", [np.array([1 + 2j]), np.complex128(1j), np.bytes_(b"ab"), np.array([b"ab"])])
+def test_values_without_a_json_form_say_so_without_recursing(value: object) -> None:
+    with pytest.raises(TypeError, match="has no JSON form"):
+        json.dumps(value, default=codecs.to_json)

@@ -9,13 +9,15 @@ out-of-order cells and hidden globals.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import docker
 import pytest
 
 from nb2container.compare import difference, text_difference
-from tests.conftest import NOTEBOOKS, NotebookBuilds
+from nb2container.runtime import codecs, contract
+from tests.conftest import NOTEBOOKS, NotebookBuilds, run_cli
 
 ALL = sorted(path.name for path in NOTEBOOKS.glob("*.ipynb"))
 
@@ -86,6 +88,15 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "local_package.ipynb": {  # installed editable from notebooks/packages/pricing_rules: built here
         "function": "quote",
         "packages": {"pricing-rules"},
+    },
+    "varying_shapes.ipynb": {  # 1-D and 2-D arrays, int and float, frames of other columns: widened
+        "function": "score", "codecs": {"w": "ndarray", "rows": "dataframe"}, "packages": {"numpy", "pandas"},
+    },
+    "numpy_types.ipynb": {  # extended precision, datetime64, timedelta64, object arrays: JSON forms
+        "function": "summarise", "codecs": {"x": "json", "when": "json"},
+    },
+    "printed_calls.ipynb": {  # three calls print into one output, compared together
+        "function": "predict", "prints": True, "module": ["LANGUAGES = ['Czech', 'Russian', 'English', 'Japanese']"],
     },
     "hidden_state.ipynb": {
         "function": "keyword_score",
@@ -191,6 +202,48 @@ def test_openapi_lists_the_codecs_and_the_notebooks_first_call(notebook: str, no
     assert ("stdout" in answer["properties"]) == built.report["interface"]["prints"]
 
 
+@pytest.mark.parametrize("notebook", ALL)
+def test_every_recorded_call_fits_the_served_contract(notebook: str, notebook_builds: NotebookBuilds) -> None:
+    """The property the contract is derived for: the notebook's own calls are all accepted by it
+    (checked and restored as the server does), whatever shapes and types they disagree on."""
+    built = notebook_builds(notebook)
+    spec = json.loads((built.folder / "app/spec.json").read_text())
+    schema = spec["request_schema"]
+    names = list(schema["properties"])
+    for case in built.report["smoke"]["cases"]:
+        body = case["request"] if isinstance(case["request"], dict) else dict(zip(names, case["request"], strict=False))
+        assert set(schema["required"]) <= set(body), case["call"]
+        for name, value in body.items():
+            contract.check(schema["properties"].get(name, {}), value, name)
+            codecs.decode(spec["codecs"]["params"].get(name, {"kind": "json"}), value)
+
+
+def test_how_each_saved_output_was_checked(notebook_builds: NotebookBuilds) -> None:
+    checked = [case["checked"] for case in notebook_builds("printed_calls.ipynb").report["smoke"]["cases"]]
+    assert checked[:4] == ["equal"] * 4  # three calls printing into one output, then one alone
+    assert checked[4] == "not compared: what it printed is only part of its cell's output"
+    assert notebook_builds("printed_calls.ipynb").report["smoke"]["not_compared"] == 1
+    cases = notebook_builds("numpy_types.ipynb").report["smoke"]["cases"]
+    assert cases[0]["expected"]["doubled"] == [2.0, 4.0, 6.0] and cases[0]["expected"]["next_day"] == "2024-05-02"
+    assert cases[0]["expected"]["labels"] == ["low", "high", "high"] and cases[0]["expected"]["window"] == 90.0
+
+
+def test_stale_printed_output_of_several_calls_fails_the_build(
+    tmp_path: Path, docker_client: docker.DockerClient
+) -> None:
+    import nbformat
+
+    nb = nbformat.read(NOTEBOOKS / "printed_calls.ipynb", as_version=4)
+    (stream,) = nb.cells[3].outputs  # the loop: three calls, one output
+    stream["text"] = stream["text"].replace("(-0.62) Japanese", "(-0.87) Czech")
+    nbformat.write(nb, tmp_path / "printed_calls.ipynb")
+    result = run_cli("build", tmp_path / "printed_calls.ipynb", "--output", tmp_path / "build",
+                     "--report", tmp_path / "report.json")
+    assert result.returncode == 1 and "Building the image" not in result.stderr
+    stale = json.loads((tmp_path / "report.json").read_text())["stale"]
+    assert stale["count"] == 3 and "(-0.87) Czech" in stale["cases"][0]["stale_difference"]
+
+
 def test_served_contract_restores_types_and_refuses_what_does_not_fit(notebook_builds: NotebookBuilds) -> None:
     from nb2container.engine import Engine
     from nb2container.smoke import post_json
@@ -200,9 +253,9 @@ def test_served_contract_restores_types_and_refuses_what_does_not_fit(notebook_b
         status, answer = post_json(running.url + "/predict", {"x": [[5.0, 5.0, 5.0]]})
         assert status == 200 and len(answer["result"][0]) == 3
         status, answer = post_json(running.url + "/predict", {"x": "five"})
-        assert status == 422 and answer["error"].startswith("`x`:")
+        assert status == 422 and answer["error"].startswith("`x` must be an array")
         status, answer = post_json(running.url + "/predict", {"x": [1.0, 2.0, 3.0]})
-        assert status == 422 and "2 dimension" in answer["error"]
+        assert status == 422 and answer["error"].startswith("`x`[0] must be an array")  # 2 dimensions
     with engine.serve(notebook_builds("bound_model.ipynb").tag, 8000) as running:
         customer = {"contract": "monthly", "tenure": 3, "charges": 90.0}
         assert post_json(running.url + "/predict", {"customer": customer}) == (200, {"result": 0.9541})

@@ -56,6 +56,14 @@ CASES = {
         ["def predict(x):\n    return x", "predict(1)"], ["--bind", "model"],
         ["--bind names `model`", "not a parameter"],
     ),
+    "complex_result": (
+        ["import numpy as np", "def predict(x):\n    return np.array([x + 1j])", "predict(2.0)"], [],
+        ["predict(2.0) in [3]", "the result (numpy.ndarray of dtype complex128) has no JSON form", ".imag"],
+    ),
+    "complex_argument": (
+        ["import numpy as np", "def predict(z):\n    return float(abs(z).sum())", "predict(np.array([1 + 2j]))"], [],
+        ["in [3]", "the argument `z` (numpy.ndarray of dtype complex128) has no JSON form"],
+    ),
     "unknown_function": (
         ["def predict(x):\n    return x", "def helper(y):\n    return y"], ["--function", "score"],
         ["`score`", "`predict` (cell 1)", "`helper` (cell 2)"],

@@ -259,6 +259,7 @@ def capture(
     closure.definitions[function] = definitions[function]
     for name in global_names(definitions[function][1]):
         closure.visit(name, used_by=function)
+    _refuse_unsendable(function, calls or [])
     contract = interface.infer(fn, calls or [], objects or {}, ns, bind, no_bind)
     for global_name, obj in contract.bound_objects.items():
         if global_name in ns:
@@ -307,6 +308,21 @@ def capture(
         "modules": sorted(closure.modules),
         "environment": describe_interpreter(sorted(closure.modules)),
     }
+
+
+def _refuse_unsendable(function: str, calls: list[dict[str, Any]]) -> None:
+    """A value JSON cannot carry, passed to or returned by a recorded call: the image could not
+    take it in a request or send it back, so say so now, naming it and the call's cell."""
+    for call in calls:
+        if call.get("no_json"):
+            raise Refusal(
+                "no_json_form",
+                f"In the call {call['shown']} in [{call['execution_count']}], {call['no_json']}. The image "
+                "could neither receive it in a request nor send it back. Convert it inside "
+                f"`{function}` (for example float() for extended precision, .real and .imag for complex "
+                "numbers, .isoformat() or str() for dates and bytes), then build again.",
+                cell=call["execution_count"],
+            )
 
 
 def describe_interpreter(modules: list[str]) -> dict[str, Any]:
@@ -419,6 +435,13 @@ def capture_to_file(
     out = Path(out_dir)
     recorder = ns.get(RECORDER_NAME)
     try:
+        failed = [e for e in (recorder.errors if recorder is not None else []) if e.startswith(f"`{function}`")]
+        if failed:
+            raise Refusal(
+                "recorder_error",
+                f"nb2container could not record the call of {failed[0]}. This is a fault in nb2container, not in "
+                "your notebook (its cells ran fine): please report it to nb2container's maintainers with "
+                "this message.")
         calls = [*(earlier_calls or []), *(recorder.as_dicts(function) if recorder is not None else [])]
         if function in ns and recorder is not None:
             calls += [_example_call(recorder, function, body) for body in examples or []]

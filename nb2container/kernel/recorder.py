@@ -51,6 +51,7 @@ class Call:
     object_ids: dict[str, int] = field(default_factory=dict)  # parameter -> id() of an object with no JSON form
     result_codec: dict[str, Any] = field(default_factory=lambda: {"kind": "json"})
     stdout: str = ""  # what the call printed
+    no_json: str = ""  # an argument or the result JSON cannot carry: the build is refused, naming it
 
 
 class _Tee(io.TextIOBase):
@@ -87,6 +88,7 @@ class CallRecorder:
     files: FileWatch = field(default_factory=FileWatch)
     installed_at: int = 0  # the execution count when recording began
     objects: dict[int, Any] = field(default_factory=dict)  # arguments with no JSON form, kept alive by id
+    errors: list[str] = field(default_factory=list)  # nb2container's own failures to record a call
 
     def install(self) -> None:
         self.shell.user_ns[RECORDER_NAME] = self
@@ -94,9 +96,6 @@ class CallRecorder:
         self.shell.ast_transformers.append(_RebindAfterDef(self.function))
         self.shell.events.register("post_run_cell", self._after_cell)
         self._wrap_namespace()
-
-    def records(self, name: str) -> bool:
-        return self.function is None or name == self.function
 
     def wrap(self, fn: Any) -> Any:
         """The recording twin of ``fn``; the original stays reachable for capture."""
@@ -172,10 +171,15 @@ class CallRecorder:
                 ns[name] = self.wrap(ns[name])
 
     def _record(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any, stdout: str) -> None:
+        """Never fails the user's cell: an error here is nb2container's, reported at capture."""
         function = fn.__name__
         self.totals[function] = self.totals.get(function, 0) + 1
         if self.totals[function] <= self.limit:
-            self.calls.append(make_call(self.shell, fn, list(args), kwargs, result, stdout, self.objects))
+            try:
+                self.calls.append(make_call(self.shell, fn, list(args), kwargs, result, stdout, self.objects))
+            except Exception as exc:
+                count = getattr(self.shell, "execution_count", None)
+                self.errors.append(f"`{function}` in [{count}]: {type(exc).__name__}: {str(exc)[:200]}")
 
 
 def make_call(
@@ -207,12 +211,17 @@ def make_call(
             if objects is not None:
                 objects[id(value)] = value
         else:
-            call.arguments[name] = to_jsonable(value)
+            try:
+                call.arguments[name] = to_jsonable(value)
+            except (TypeError, ValueError, RecursionError) as exc:
+                call.no_json = f"the argument `{name}` ({_type_name(value)}) has no JSON form: {exc}"
+                call.replayable, call.reason = False, call.no_json
     call.result_codec = codecs.describe(result)
     try:
         call.result = to_jsonable(result)
-    except (TypeError, ValueError) as exc:
-        call.replayable, call.reason = False, f"the result has no JSON form: {exc}"
+    except (TypeError, ValueError, RecursionError) as exc:
+        call.no_json = f"the result ({_type_name(result)}) has no JSON form: {exc}"
+        call.replayable, call.reason = False, call.no_json
     call.result_text = display_text(shell, result)
     return call
 
@@ -220,8 +229,14 @@ def make_call(
 def _json_or_none(value: Any) -> Any:
     try:
         return to_jsonable(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         return None
+
+
+def _type_name(value: Any) -> str:
+    dtype = getattr(value, "dtype", None)
+    kind = f"{type(value).__module__}.{type(value).__qualname__}"
+    return f"{kind} of dtype {dtype}" if dtype is not None else kind
 
 
 def _shown(value: Any, names: dict[int, str]) -> str:

@@ -21,8 +21,6 @@ import datetime as _dt
 import json
 from typing import Any
 
-JSON_KINDS = (bool, int, float, str, type(None), list, tuple, dict)
-
 
 def describe(value: Any) -> dict[str, Any]:
     """The codec that carries ``value`` (as the notebook passed or returned it)."""
@@ -45,13 +43,47 @@ def describe(value: Any) -> dict[str, Any]:
 
 
 def merge(codecs: list[dict[str, Any]]) -> dict[str, Any]:
-    """One codec for a parameter from what each recorded call passed (the first one wins on detail)."""
+    """One codec for a parameter: the narrowest that accepts what every recorded call passed.
+
+    Details the calls disagree on widen: dimensions become unknown, dtypes the one that holds
+    them all, columns any; kinds that disagree fall back to plain JSON (or to an object)."""
     kinds = {codec["kind"] for codec in codecs}
     if not codecs:
         return {"kind": "json"}
-    if len(kinds) == 1:
-        return codecs[0]
-    return next((c for c in codecs if c["kind"] == "object"), {"kind": "json"})
+    if len(kinds) > 1:
+        return next((c for c in codecs if c["kind"] == "object"), {"kind": "json"})
+    first = dict(codecs[0])
+
+    def agreed(key: str) -> Any:
+        values = [c.get(key) for c in codecs]
+        return values[0] if all(v == values[0] for v in values) else None
+
+    if first["kind"] == "ndarray":
+        first["ndim"] = agreed("ndim")
+        first["dtype"] = agreed("dtype") or _common_dtype([c.get("dtype") for c in codecs])
+    elif first["kind"] == "dataframe":
+        first["columns"] = agreed("columns")
+        dtypes = [c.get("dtypes") or {} for c in codecs]
+        first["dtypes"] = {column: dtype for column, dtype in dtypes[0].items()
+                           if all(d.get(column) == dtype for d in dtypes)} or None
+    elif first["kind"] == "series":
+        first["dtype"] = agreed("dtype") or _common_dtype([c.get("dtype") for c in codecs])
+        first["name"] = agreed("name")
+    elif first["kind"] == "datetime":
+        first["type"] = agreed("type") or "datetime"
+    return first
+
+
+def _common_dtype(dtypes: list[str | None]) -> str | None:
+    """The dtype that holds values of each of ``dtypes`` (int64 and float64: float64)."""
+    if None in dtypes:
+        return None
+    import numpy as np
+
+    try:
+        return str(np.result_type(*dtypes))
+    except TypeError:
+        return None
 
 
 def from_annotation(annotation: str | None) -> dict[str, Any] | None:
@@ -73,13 +105,38 @@ def to_json(value: Any) -> Any:
         return value.to_dict(orient="records")
     if module == "pandas" and name == "Series":
         return {"index": value.index.tolist(), "data": value.tolist(), "name": _plain(value.name)}
+    if module == "numpy" and hasattr(value, "dtype"):
+        return _numpy_json(value)
     if hasattr(value, "tolist") and callable(value.tolist):
-        return value.tolist()
+        plain = value.tolist()
+        if type(plain) is type(value):
+            raise TypeError(f"a value of type {type(value).__qualname__} has no JSON form")
+        return plain
     if hasattr(value, "isoformat"):
         return value.isoformat()
     if isinstance(value, (set, frozenset)):
         return sorted(value, key=repr)
     raise TypeError(f"a value of type {type(value).__qualname__} has no JSON form")
+
+
+def _numpy_json(value: Any) -> Any:
+    """A numpy array or scalar as JSON: what its dtype allows, or a TypeError that names it."""
+    import numpy as np
+
+    dtype = value.dtype
+    if dtype.kind == "f" and dtype.itemsize > 8:  # extended precision: JSON numbers are doubles
+        return value.astype(np.float64).tolist()
+    if dtype.kind == "M":  # datetime64: ISO 8601, as dates and datetimes travel
+        return np.datetime_as_string(value).tolist()
+    if dtype.kind == "m":  # timedelta64: seconds
+        return (value / np.timedelta64(1, "s")).tolist()
+    if dtype.kind in "cSV":
+        what = {"c": "complex numbers", "S": "byte strings", "V": "raw (void) records"}[dtype.kind]
+        raise TypeError(f"numpy {dtype} ({what}) has no JSON form")
+    plain = value.tolist()
+    if type(plain) is type(value):  # a scalar type whose tolist() is itself
+        raise TypeError(f"numpy {dtype} has no JSON form")
+    return plain
 
 
 def decode(codec: dict[str, Any], value: Any) -> Any:
@@ -90,7 +147,7 @@ def decode(codec: dict[str, Any], value: Any) -> Any:
 
         try:
             array = np.asarray(value, dtype=codec.get("dtype") or None)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, OverflowError) as exc:
             raise ValueError(f"expected an array (nested lists) of {codec.get('dtype') or 'numbers'}: {exc}") from None
         if codec.get("ndim") is not None and array.ndim != codec["ndim"]:
             raise ValueError(f"expected an array with {codec['ndim']} dimension(s), got {array.ndim}")
@@ -126,13 +183,15 @@ def decode(codec: dict[str, Any], value: Any) -> Any:
 def json_schema(codec: dict[str, Any], example: Any = None) -> dict[str, Any]:
     """The JSON Schema of a value carried by ``codec`` (for /openapi.json)."""
     kind = codec.get("kind", "json")
-    if kind == "ndarray":
-        schema: dict[str, Any] = {"type": "array", "items": {}}
+    if kind == "ndarray" and codec.get("ndim") is None:  # the calls passed arrays of several dimensions
+        schema: dict[str, Any] = {"type": "array"}
+    elif kind == "ndarray":
+        schema = {"type": "array", "items": {}}
         inner = schema
         for _ in range(max(int(codec.get("ndim") or 1), 1) - 1):
             inner["items"] = {"type": "array", "items": {}}
             inner = inner["items"]
-        inner["items"] = {"type": "number"} if "int" not in str(codec.get("dtype")) else {"type": "integer"}
+        inner["items"] = _array_item_schema(codec.get("dtype"))
     elif kind == "dataframe":
         columns = codec.get("dtypes") or {}
         schema = {"type": "array", "items": {"type": "object", "properties": {
@@ -147,6 +206,17 @@ def json_schema(codec: dict[str, Any], example: Any = None) -> dict[str, Any]:
         schema = _example_schema(example)
     schema["x-nb2container-codec"] = codec
     return schema
+
+
+def _array_item_schema(dtype: str | None) -> dict[str, Any]:
+    """What one element of an array of ``dtype`` is in JSON (numpy is there: arrays need it)."""
+    if dtype is None:
+        return {}
+    import numpy as np
+
+    kind = np.dtype(dtype).kind
+    return {"f": {"type": "number"}, "i": {"type": "integer"}, "u": {"type": "integer"}, "b": {"type": "boolean"},
+            "U": {"type": "string"}, "M": {"type": "string"}, "m": {"type": "number"}}.get(kind, {})
 
 
 def _dtype_schema(dtype: str | None) -> dict[str, Any]:

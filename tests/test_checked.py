@@ -1,0 +1,76 @@
+"""Checked means checked: each call's saved output is compared equal, compared stale, or not
+compared with the reason, and the table, report and JUnit say which (pure logic, no kernel)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+from nb2container.model import SmokeReport
+from nb2container.notebook import examples_from_calls
+from nb2container.report import smoke_table
+from nb2container.smoke import smoke_case
+
+
+def cell(source: str, count: int, stdout: str = "", result: str | None = None) -> nbformat.NotebookNode:
+    outputs = [new_output("stream", name="stdout", text=stdout)] if stdout else []
+    if result is not None:
+        outputs.append(new_output("execute_result", {"text/plain": result}, execution_count=count))
+    return new_code_cell(source, execution_count=count, outputs=outputs)
+
+
+def call(count: int, result: Any = None, text: str | None = None, stdout: str = "") -> dict[str, Any]:
+    return {"execution_count": count, "args": [], "kwargs": {}, "result": result, "result_text": text,
+            "replayable": True, "reason": "", "body": {}, "shown": f"f() in [{count}]", "stdout": stdout}
+
+
+def judged(saved: list[nbformat.NotebookNode], fresh: list[nbformat.NotebookNode],
+           calls: list[dict[str, Any]]) -> SmokeReport:
+    examples = examples_from_calls(calls, new_notebook(cells=saved), new_notebook(cells=fresh))
+    return SmokeReport([smoke_case(example, "f") for example in examples], health=True)
+
+
+def test_several_printing_calls_in_one_cell_are_compared_together() -> None:
+    source = "for n in (1, 2, 3):\n    f(n)"
+    fresh_out = "(-0.38) Russian\n(-0.20) Czech\n(-0.11) Polish\n"
+    calls = [call(1, stdout="(-0.38) Russian\n"), call(1, stdout="(-0.20) Czech\n"), call(1, stdout="(-0.11) Polish\n")]
+    stale = judged([cell(source, 1, "(-0.87) Czech\n(-0.20) Czech\n(-0.11) Polish\n")], [cell(source, 1, fresh_out)],
+                   calls)
+    assert [case.checked for case in stale.cases] == ["stale"] * 3 and stale.stale == 3
+    assert "what the calls in its cell printed" in str(stale.cases[0].stale_difference)
+    same = judged([cell(source, 1, fresh_out)], [cell(source, 1, fresh_out)], calls)
+    assert [case.checked for case in same.cases] == ["equal"] * 3 and same.not_compared == 0
+
+
+def test_what_cannot_be_compared_says_why_and_is_counted() -> None:
+    saved = [cell("x = f(1)\nprint('done')", 1, "done\n"), cell("f(2)", 2, result="4"), cell("f(3)", 3)]
+    fresh = [cell("x = f(1)\nprint('done')", 1, "done\n"), cell("f(2)", 2, result="4"), cell("f(3)", 3, result="9")]
+    report = judged(saved, fresh, [call(1, 2, "2"), call(2, 4, "4"), call(3, 9, "9")])
+    checked = [case.checked for case in report.cases]
+    assert checked[1] == "equal"
+    assert checked[0] == "not compared: its result is not its cell's output (the cell shows something else, or nothing)"
+    assert checked[2].startswith("not compared: its cell has no saved output")
+    assert report.not_compared == 2 and report.to_dict()["not_compared"] == 2
+    for case in report.cases:
+        case.passed, case.actual = True, case.expected
+    table = smoke_table(report)
+    assert "match, not compared" in table and "2 not compared with the notebook's saved output" in table
+    assert "cell 1: f() in [1] was not compared with the saved output, since its result is not" in table
+
+
+def test_a_build_where_nothing_could_be_compared_says_so_plainly() -> None:
+    report = judged([cell("x = f(1)", 1)], [cell("x = f(1)", 1)], [call(1, 2, "2")])
+    report.cases[0].passed = True
+    assert "No call could be compared with an output saved in the notebook" in smoke_table(report)
+
+
+def test_the_table_shortens_long_values_and_failures_read_as_sentences() -> None:
+    report = judged([cell("f(1)", 1, result="[0, 1]")], [cell("f(1)", 1, result="[0, 1]")],
+                    [call(1, list(range(100)), "[0, 1]")])
+    case = report.cases[0]
+    case.difference = "the container answered HTTP 422: {\"error\": \"`x` must be a number\"}"
+    table = smoke_table(report)
+    assert max(len(line) for line in table.splitlines()[:3]) < 200
+    assert "MISMATCH f() in [1]: the container answered HTTP 422" in table and " - where" not in table
