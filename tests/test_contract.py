@@ -117,6 +117,14 @@ def test_bad_input_is_a_4xx_naming_the_parameter(app: Any, body: bytes, status: 
     assert call(app, b'{"area_sqft": 1500, "num_bedrooms": 3}') == (200, {"result": 255000.0})
 
 
+def test_an_integral_number_is_an_integer_as_in_json_schema() -> None:
+    schema = contract.of_values([3, 4])
+    assert contract.check(schema, 3.0, "n") == 3 and isinstance(contract.check(schema, 3.0, "n"), int)
+    assert contract.check({"type": "array", "items": schema}, [1.0, 2], "ns") == [1, 2]
+    with pytest.raises(contract.ContractError, match="`n` must be an integer"):
+        contract.check(schema, 3.5, "n")
+
+
 def test_a_non_finite_value_a_recorded_call_passed_is_accepted(app: Any) -> None:
     status, payload = call(app, b'{"area_sqft": 1000, "num_bedrooms": 1, "weights": NaN}')
     assert status == 200 and math.isnan(payload["result"])

@@ -111,15 +111,19 @@ def depth(value: Any) -> int:
     return deepest
 
 
-def check(schema: dict[str, Any], value: Any, name: str) -> None:
-    """Raise ContractError naming ``name`` (and the place inside it) unless ``value`` fits."""
-    _check(schema, value, f"`{name}`", bool(schema.get(NON_FINITE)), bool(schema.get(BIG_INTEGERS)))
+def check(schema: dict[str, Any], value: Any, name: str) -> Any:
+    """``value`` as the function gets it, or ContractError naming ``name`` (and the place inside
+    it). As in JSON Schema, 3.0 is an integer: it reaches the function as 3."""
+    return _check(schema, value, f"`{name}`", bool(schema.get(NON_FINITE)), bool(schema.get(BIG_INTEGERS)))
 
 
-def _check(schema: dict[str, Any], value: Any, where: str, non_finite: bool, big: bool) -> None:
+def _check(schema: dict[str, Any], value: Any, where: str, non_finite: bool, big: bool) -> Any:
     wanted = schema.get("type")
     wanted = [wanted] if isinstance(wanted, str) else wanted
     kind = json_type(value)
+    if (wanted and kind == "number" and "integer" in wanted and "number" not in wanted
+            and math.isfinite(value) and value.is_integer()):
+        value, kind = int(value), "integer"
     if wanted and kind not in wanted and not (kind == "integer" and "number" in wanted):
         raise ContractError(f"{where} must be {' or '.join(_a(t) for t in wanted)} (what the notebook's calls "
                             f"and type hints say; see /openapi.json); got {_a(kind)}: {_short(value)}")
@@ -133,12 +137,12 @@ def _check(schema: dict[str, Any], value: Any, where: str, non_finite: bool, big
             raise ContractError(f"{where} is out of range ({_short(value)})")
     if isinstance(value, (list, tuple)):
         items = schema.get("items", {})
-        for index, item in enumerate(value):
-            _check(items, item, f"{where}[{index}]", non_finite, big)
-    elif isinstance(value, dict):
+        return [_check(items, item, f"{where}[{index}]", non_finite, big) for index, item in enumerate(value)]
+    if isinstance(value, dict):
         properties = schema.get("properties", {})
-        for key, item in value.items():
-            _check(properties.get(key, {}), item, f"{where}.{key}", non_finite, big)
+        return {key: _check(properties.get(key, {}), item, f"{where}.{key}", non_finite, big)
+                for key, item in value.items()}
+    return value
 
 
 def _a(kind: str) -> str:

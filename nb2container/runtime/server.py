@@ -203,7 +203,7 @@ class Service:
         for name, value in call.arguments.items():  # the contract /openapi.json documents
             if name not in bound:
                 try:
-                    contract.check(properties.get(name, {}), value, name)
+                    call.arguments[name] = contract.check(properties.get(name, {}), value, name)
                 except contract.ContractError as exc:
                     raise RequestError(422, str(exc)) from None
         for name, codec in spec.get("codecs", {}).get("params", {}).items():
