@@ -37,9 +37,9 @@ def check(folder: Path, notebook: Path | None) -> None:
     why = _forbidden(target, notebook)
     if why:
         raise UsageError(
-            f"nb2container will not use {folder} as the build folder: it is {why}, and a build "
-            "folder is nb2container's to replace on every build. Give a folder of its own with "
-            "--output, for example --output build/my-model.")
+            f"{folder} cannot be the build folder: it is {why}, and nb2container replaces what it wrote "
+            "in a build folder on every build. Give a folder of its own with --output, for example "
+            "--output build/my-model.")
     if target.exists() and not target.is_dir():
         raise UsageError(f"--output {folder} is a file, not a folder. Give a folder with --output.")
     if target.is_dir() and any(target.iterdir()) and not (target / MARKER).exists():

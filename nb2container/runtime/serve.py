@@ -31,7 +31,9 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
+import socket
 import sys
 import tempfile
 import threading
@@ -106,10 +108,15 @@ def _on_starting(arbiter: Any) -> None:
     (RUNTIME_DIR / "exited").mkdir()
 
 
-def _any_worker_ready() -> bool:
-    """The server can serve while one worker has the function loaded: a worker that died (and
-    its successor, loading) must not take the whole container out of its load balancer."""
-    return any((RUNTIME_DIR / "ready").iterdir())
+def _serving(workers: int) -> bool:
+    """Ready once every worker has loaded the function, then for as long as one can serve: a
+    worker that died (and its successor, loading) must not take the container out of its load
+    balancer."""
+    started = RUNTIME_DIR / "started"
+    ready = len(list((RUNTIME_DIR / "ready").iterdir()))
+    if not started.exists() and ready >= workers:
+        started.touch()
+    return ready > 0 and started.exists()
 
 
 def _post_fork(arbiter: Any, worker: Any) -> None:
@@ -117,7 +124,7 @@ def _post_fork(arbiter: Any, worker: Any) -> None:
     import nb2c_server
 
     service, preloaded = nb2c_server.SERVICE, nb2c_server.SERVICE.function is not None
-    service.peers_ready = _any_worker_ready
+    service.server_ready = lambda: _serving(worker.cfg.workers)
 
     def load() -> None:
         started = time.monotonic()
@@ -189,23 +196,31 @@ def _gunicorn_classes() -> dict[str, Any]:
             self._sock, self.deadline = sock, float("inf")
 
         def recv(self, size: int) -> bytes:
+            if self.deadline == float("inf"):  # between requests: gunicorn's own timeouts apply
+                return bytes(self._sock.recv(size))
             remaining = self.deadline - time.monotonic()
             if remaining <= 0:
                 raise ReadDeadline()
+            previous = self._sock.gettimeout()
             self._sock.settimeout(remaining)
             try:
                 return bytes(self._sock.recv(size))
             except TimeoutError:
                 raise ReadDeadline() from None
             finally:
-                self._sock.settimeout(None)
+                self._sock.settimeout(previous)
+
+        def recv_now(self, size: int) -> bytes:
+            """What has arrived, without waiting (the event loop's read)."""
+            return bytes(self._sock.recv(size, socket.MSG_DONTWAIT))
 
         def sendall(self, data: bytes) -> None:
+            previous = self._sock.gettimeout()
             self._sock.settimeout(WRITE_TIMEOUT)
             try:
                 self._sock.sendall(data)
             finally:
-                self._sock.settimeout(None)
+                self._sock.settimeout(previous)
 
         def __getattr__(self, name: str) -> Any:
             return getattr(self._sock, name)
@@ -213,18 +228,21 @@ def _gunicorn_classes() -> dict[str, Any]:
     class GuardedWorker(ThreadWorker):
         """gunicorn's threaded worker, hardened for a port with nothing in front of it:
 
-        - a new connection waits in the poller until it sends something (idle ones cost no
-          thread), and its request must arrive within NB2C_READ_TIMEOUT;
+        - the worker's event loop reads each request whole (headers and a body of known length)
+          before a thread takes it, so idle and slow clients never hold a thread; what has not
+          arrived within NB2C_READ_TIMEOUT is answered 408 and closed;
         - past NB2C_MAX_CONNECTIONS open connections, a new one is answered 503 and closed;
-        - HTTP keep-alive; the threads read and answer requests, while the notebook's function
-          runs one call at a time in the main thread (unless batching), where SIGALRM can
-          interrupt a call past NB2C_TIMEOUT;
+        - HTTP keep-alive; the threads answer requests, while the notebook's function runs one
+          call at a time in the main thread (unless batching), where SIGALRM can interrupt a
+          call past NB2C_TIMEOUT;
         - on SIGTERM it takes what the kernel already queued, closes its listeners (later
           connections are refused, not dropped) and answers what it holds within the grace."""
 
         def init_process(self) -> None:
             import nb2c_server  # after on_starting made the metrics folder it writes to
 
+            self.reading: dict[Any, float] = {}  # connection -> when its request must have arrived
+            self.max_body = nb2c_server.MAX_BODY_BYTES
             if not BATCHING:
                 nb2c_server.SERVICE.runner = self.run_in_main_thread
             super().init_process()
@@ -244,19 +262,64 @@ def _gunicorn_classes() -> dict[str, Any]:
         def accept(self, listener: Any) -> None:
             try:
                 client, address = listener.accept()
-            except OSError:
-                return  # another worker took it, or the listener closed at SIGTERM
+            except (OSError, AttributeError):  # another worker took it, or SIGTERM closed the listener
+                return  # earlier in this round of events (gunicorn's closed socket has no .accept)
             if self.nr_conns >= MAX_CONNECTIONS:
-                _refuse(client)
+                _answer_and_close(client, 503, _TOO_MANY, ("Retry-After: 1",))
                 return
             self.nr_conns += 1
-            conn = TConn(self.cfg, GuardedSocket(client), address, listener.getsockname())
-            conn.timeout = time.monotonic() + READ_TIMEOUT  # closed if it sends nothing by then
-            self.pending_conns.append(conn)
-            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn))
+            self._read(TConn(self.cfg, GuardedSocket(client), address, listener.getsockname()))
+
+        def on_client_socket_readable(self, conn: Any, client: Any) -> None:
+            self.poller.unregister(client)  # a kept-alive connection's next request: read it whole
+            self.keepalived_conns.remove(conn)
+            self._read(conn)
+
+        def _read(self, conn: Any) -> None:
+            conn.prefetched = bytearray()
+            self.reading[conn] = time.monotonic() + READ_TIMEOUT
+            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, conn))
+
+        def _on_readable(self, conn: Any, _: Any) -> None:
+            try:
+                data = conn.sock.recv_now(65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:  # the client went away
+                self._drop(conn)
+                return
+            conn.prefetched += data
+            if _request_complete(conn.prefetched, self.max_body):
+                self.poller.unregister(conn.sock)
+                del self.reading[conn]
+                conn.data_ready = True
+                self.enqueue_req(conn)
+
+        def _drop(self, conn: Any, answer: bytes | None = None) -> None:
+            self.poller.unregister(conn.sock)
+            del self.reading[conn]
+            self.nr_conns -= 1
+            if answer is not None:
+                _answer_and_close(conn.sock, 408, answer)
+            else:
+                conn.close()
+
+        def murder_pending(self) -> None:
+            super().murder_pending()
+            now = time.monotonic()
+            for conn in [conn for conn, deadline in self.reading.items() if deadline <= now]:
+                self._drop(conn, _TOO_SLOW if conn.prefetched else None)
 
         def handle(self, conn: Any) -> Any:
-            conn.sock.deadline = time.monotonic() + READ_TIMEOUT  # for this request's headers and body
+            conn.sock.deadline = time.monotonic() + READ_TIMEOUT  # a chunked body is read here
+            if getattr(conn, "prefetched", None):
+                conn.sock.setblocking(True)
+                conn.init()
+                unreader = conn.parser.unreader
+                unreader.unread(unreader.take_buffered() + bytes(conn.prefetched))
+                conn.prefetched = bytearray()
             try:
                 return super().handle(conn)
             finally:
@@ -295,15 +358,37 @@ def _gunicorn_classes() -> dict[str, Any]:
 
 _TOO_MANY = json.dumps({"error": f"this server holds its most connections ({MAX_CONNECTIONS} per worker, "
                                  "NB2C_MAX_CONNECTIONS); retry shortly"}).encode()
+_TOO_SLOW = json.dumps({"error": f"the request did not arrive within {READ_TIMEOUT:g} s "
+                                 "(NB2C_READ_TIMEOUT)"}).encode()
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+_LENGTH = re.compile(rb"(?im)^content-length:[ \t]*(\d+)[ \t]*\r?$")
+_MAX_HEAD = 64 * 1024
 
 
-def _refuse(client: Any) -> None:
-    """Past the connection cap: a clear 503, then close, instead of a silent queue."""
+def _request_complete(data: bytes | bytearray, max_body: int) -> bool:
+    """Whether a thread can take the request without waiting on the client: the headers, and a
+    body of known length. A chunked body, one a client sends only after `100 Continue`, or one
+    over the limit (answered 413 unread) goes on as is, read under the same deadline; so does
+    anything malformed, for gunicorn's parser to refuse."""
+    end = _HEAD_END.search(data)
+    if end is None:
+        return len(data) > _MAX_HEAD
+    head = bytes(data[: end.start()]).lower()
+    if b"transfer-encoding" in head or b"100-continue" in head:  # the client waits for gunicorn's answer
+        return True
+    length = _LENGTH.search(head)
+    wanted = int(length.group(1)) if length else 0
+    return wanted > max_body or len(data) - end.end() >= wanted
+
+
+def _answer_and_close(client: Any, status: int, body: bytes, headers: tuple[str, ...] = ()) -> None:
+    """A clear answer (503 past the cap, 408 too slow), then close, instead of a silent drop."""
+    phrase = {408: "Request Timeout", 503: "Service Unavailable"}[status]
+    head = "".join(f"{header}\r\n" for header in ("Content-Type: application/json", *headers,
+                                                     "Connection: close", f"Content-Length: {len(body)}"))
     with contextlib.suppress(OSError):
         client.settimeout(1)
-        client.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                       b"Retry-After: 1\r\nConnection: close\r\nContent-Length: "
-                       + str(len(_TOO_MANY)).encode() + b"\r\n\r\n" + _TOO_MANY)
+        client.sendall(f"HTTP/1.1 {status} {phrase}\r\n{head}\r\n".encode() + body)
     with contextlib.suppress(OSError):
         client.close()
 

@@ -9,7 +9,8 @@ kernel used to record the notebook's calls).
     POST /predict      JSON object (argument name -> value) or array (positional arguments);
                        answers {"result": ...}, plus "stdout" for functions that print
     GET  /health       liveness: 200 while the process answers
-    GET  /ready        readiness: 503 until a worker has loaded the function and its artifacts
+    GET  /ready        readiness: 503 until the workers have loaded the function and its artifacts,
+                       then 200 while one of them can serve
     GET  /metadata     function, signature, Python, packages, source notebook
     GET  /openapi.json the OpenAPI 3 description of /predict, with the notebook's first call
     GET  /metrics      Prometheus text: requests, errors, latency, batch sizes
@@ -110,7 +111,8 @@ class Service:
         self.function: Any = None
         self.signature: inspect.Signature | None = None
         self.ready = threading.Event()  # this worker's function is loaded
-        self.peers_ready: Callable[[], bool] = lambda: False  # another worker's is (set by nb2c_serve)
+        # Whether the server can serve (nb2c_serve: across its workers); alone, whether this one can.
+        self.server_ready: Callable[[], bool] = self.ready.is_set
         self.batching = False
         self.openapi = b""
         # Where a call runs: here, or (nb2c_serve, without batching) handed to the worker's main
@@ -309,7 +311,7 @@ def _route(service: Service, method: str, path: str, environ: dict[str, Any]) ->
     if path == "/health":
         return 200, {"status": "ok"}
     if path == "/ready":
-        ready = service.ready.is_set() or service.peers_ready()  # while one worker can serve
+        ready = service.server_ready()
         return (200 if ready else 503), {"ready": ready}
     if path == "/metadata":
         if not service.spec:
