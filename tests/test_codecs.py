@@ -96,3 +96,15 @@ def test_numpy_and_pandas_values_have_a_json_form(value: object, sent: object) -
 def test_values_without_a_json_form_say_so_without_recursing(value: object) -> None:
     with pytest.raises(TypeError, match="has no JSON form"):
         json.dumps(value, default=codecs.to_json)
+
+
+@pytest.mark.parametrize("value", [
+    np.array(["2024-05-01T08:30", "2024-12-31T00:00"], dtype="datetime64[s]"),
+    np.array([90, 3600], dtype="timedelta64[s]"),
+    np.array([1.5, 2.5], dtype=np.longdouble),
+    np.array(["low", "high"], dtype=object),
+])
+def test_numpy_arguments_round_trip_through_their_codec(value: np.ndarray) -> None:
+    back = round_trip(value)
+    assert isinstance(back, np.ndarray) and back.dtype == value.dtype
+    assert back.tolist() == value.tolist()

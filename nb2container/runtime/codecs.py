@@ -146,7 +146,11 @@ def decode(codec: dict[str, Any], value: Any) -> Any:
         import numpy as np
 
         try:
-            array = np.asarray(value, dtype=codec.get("dtype") or None)
+            if str(codec.get("dtype")).startswith("timedelta64"):  # sent as seconds (to_json)
+                nanoseconds = np.round(np.asarray(value, dtype=np.float64) * 1e9).astype(np.int64)
+                array = nanoseconds.astype("timedelta64[ns]").astype(codec["dtype"])
+            else:
+                array = np.asarray(value, dtype=codec.get("dtype") or None)
         except (TypeError, ValueError, OverflowError) as exc:
             raise ValueError(f"expected an array (nested lists) of {codec.get('dtype') or 'numbers'}: {exc}") from None
         if codec.get("ndim") is not None and array.ndim != codec["ndim"]:
