@@ -24,6 +24,7 @@ from typing import Any
 
 from nb2container.kernel import ORIGINAL_ATTR, RECORDER_NAME, files, interface, pickles
 from nb2container.kernel.refusal import Refusal
+from nb2container.runtime import codecs
 
 _LITERAL_MAX_CHARS = 10_000
 
@@ -261,6 +262,10 @@ def capture(
         closure.visit(name, used_by=function)
     _refuse_unsendable(function, calls or [])
     contract = interface.infer(fn, calls or [], objects or {}, ns, bind, no_bind)
+    # The server restores arguments and encodes results with these, even when the function
+    # itself never names them (a DataFrame argument whose methods it calls).
+    closure.modules |= {codecs.MODULES[c["kind"]] for c in [*contract.params.values(), contract.result]
+                        if c["kind"] in codecs.MODULES}
     for global_name, obj in contract.bound_objects.items():
         if global_name in ns:
             closure.visit(global_name, used_by=function)

@@ -241,8 +241,12 @@ def _type_name(value: Any) -> str:
 
 def _shown(value: Any, names: dict[int, str]) -> str:
     """An argument as the call showed it: a literal, or the notebook's name for the object."""
-    if id(value) in names and codecs.describe(value)["kind"] != "json":
+    kind = codecs.describe(value)["kind"]
+    if id(value) in names and kind != "json":
         return names[id(value)]
+    if kind == "dataframe":  # its repr is a table: a line of it reads as noise
+        columns = ", ".join(str(c) for c in list(value.columns)[:4]) + (", ..." if value.shape[1] > 4 else "")
+        return f"DataFrame({value.shape[0]} rows: {columns})"
     text = " ".join(repr(value).split())
     return text if len(text) <= 60 else text[:57] + "..."
 

@@ -21,6 +21,9 @@ import datetime as _dt
 import json
 from typing import Any
 
+# The package a codec needs in the image to restore or encode its values.
+MODULES = {"ndarray": "numpy", "dataframe": "pandas", "series": "pandas"}
+
 
 def describe(value: Any) -> dict[str, Any]:
     """The codec that carries ``value`` (as the notebook passed or returned it)."""
