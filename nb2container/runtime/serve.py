@@ -248,6 +248,8 @@ def _gunicorn_classes() -> dict[str, Any]:
             super().init_process()
 
         def run_in_main_thread(self, work: Any) -> Any:
+            if threading.current_thread() is threading.main_thread():
+                return work()
             done: Future[Any] = Future()
 
             def run() -> None:
@@ -291,11 +293,24 @@ def _gunicorn_classes() -> dict[str, Any]:
                 self._drop(conn)
                 return
             conn.prefetched += data
-            if _request_complete(conn.prefetched, self.max_body):
-                self.poller.unregister(conn.sock)
-                del self.reading[conn]
-                conn.data_ready = True
+            arrived = _arrived(conn.prefetched, self.max_body)
+            if arrived is None:
+                return
+            self.poller.unregister(conn.sock)
+            del self.reading[conn]
+            conn.data_ready = True
+            if arrived == "whole" and not BATCHING and conn.prefetched.startswith(b"POST /predict "):
+                self._handle_here(conn)
+            else:
                 self.enqueue_req(conn)
+
+        def _handle_here(self, conn: Any) -> None:
+            """A call, whole in memory, answered in this (the main) thread, where it would run
+            anyway: handing it to a thread and back would only add latency. Other paths go to
+            the threads, so /health answers during a long call."""
+            done: Future[Any] = Future()
+            done.set_result(self.handle(conn))  # gunicorn's handle answers every error itself
+            self.finish_request(conn, done)
 
         def _drop(self, conn: Any, answer: bytes | None = None) -> None:
             self.poller.unregister(conn.sock)
@@ -365,20 +380,22 @@ _LENGTH = re.compile(rb"(?im)^content-length:[ \t]*(\d+)[ \t]*\r?$")
 _MAX_HEAD = 64 * 1024
 
 
-def _request_complete(data: bytes | bytearray, max_body: int) -> bool:
-    """Whether a thread can take the request without waiting on the client: the headers, and a
-    body of known length. A chunked body, one a client sends only after `100 Continue`, or one
-    over the limit (answered 413 unread) goes on as is, read under the same deadline; so does
-    anything malformed, for gunicorn's parser to refuse."""
+def _arrived(data: bytes | bytearray, max_body: int) -> str | None:
+    """How much of the request has arrived: "whole" (the headers and a body of known length),
+    "enough" (a thread may take it: a chunked body, one a client sends only after
+    `100 Continue`, one over the limit, answered 413 unread, or something malformed for
+    gunicorn's parser to refuse; a thread reads the rest under the same deadline), or None."""
     end = _HEAD_END.search(data)
     if end is None:
-        return len(data) > _MAX_HEAD
+        return "enough" if len(data) > _MAX_HEAD else None
     head = bytes(data[: end.start()]).lower()
     if b"transfer-encoding" in head or b"100-continue" in head:  # the client waits for gunicorn's answer
-        return True
+        return "enough"
     length = _LENGTH.search(head)
     wanted = int(length.group(1)) if length else 0
-    return wanted > max_body or len(data) - end.end() >= wanted
+    if wanted > max_body:
+        return "enough"
+    return "whole" if len(data) - end.end() >= wanted else None
 
 
 def _answer_and_close(client: Any, status: int, body: bytes, headers: tuple[str, ...] = ()) -> None:
