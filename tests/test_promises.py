@@ -410,3 +410,23 @@ def test_the_magic_with_a_failing_verify_notebook_is_not_ok(docker_client: docke
     assert "does NOT reproduce the notebook" in summary and "--verify-notebook" in summary
     with pytest.raises(docker.errors.ImageNotFound):
         docker_client.images.get("nb2c-test/double:latest")
+
+
+@pytest.mark.kernel
+def test_the_magic_calls_a_result_changed_since_the_call_stale(tmp_path: Path) -> None:
+    """What the user saw when the call ran is the saved output; a global changed since (a model
+    retrained) makes the call stale in the live kernel too, and the build is refused."""
+    from nbclient import NotebookClient
+
+    nb = new_notebook(cells=[
+        new_code_cell("%load_ext nb2container"),
+        new_code_cell("WEIGHT = 2\ndef score(x):\n    return x * WEIGHT"),
+        new_code_cell("score(3)"),
+        new_code_cell("WEIGHT = 5  # retrained after the call"),
+        new_code_cell(f"result = %containerize score --no-build --output {tmp_path / 'build'}\n"
+                      "print(result.ok, len(result.report.stale), result.report.stale[0].stored, "
+                      "result.report.stale[0].expected)"),
+    ])
+    NotebookClient(nb, timeout=300, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    printed = "".join(o.get("text", "") for o in nb.cells[-1].outputs if o.output_type == "stream")
+    assert printed.strip().splitlines()[-1] == "False 1 6 15"
