@@ -18,9 +18,9 @@ from nb2container.report import Verdict
 from nb2container.templating import environment
 
 GRACE_SECONDS = 30  # the server's NB2C_GRACE_SECONDS, written into the image
-PRESTOP_SECONDS = 5
-# The image's HEALTHCHECK (Dockerfile, compose, swarm): no import beyond socket, milliseconds of CPU.
-HEALTHCHECK = ["python", "-I", "-S", "/app/nb2c_health.py"]  # time for the load balancer to stop routing before SIGTERM
+PRESTOP_SECONDS = 5  # time for the load balancer to stop routing before SIGTERM
+# The image's HEALTHCHECK (Dockerfile, compose, swarm): C modules only, milliseconds of CPU.
+HEALTHCHECK = ["python", "-I", "-S", "/app/nb2c_health.py"]
 _MIB = 1024 * 1024
 
 

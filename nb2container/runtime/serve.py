@@ -2,7 +2,7 @@
 
 gunicorn (and prometheus_client) are installed in /opt/nb2c-server, outside the frozen
 environment, and that folder is put on the path *after* the environment's site-packages:
-every version the notebook's packages pinned wins, and ``pip list`` in /opt/venv is the lock.
+every version the notebook's packages pinned wins, and /opt/venv holds exactly the lock.
 
 Settings, from the environment (the Dockerfile sets the defaults):
     NB2C_PORT              port (8000)
@@ -21,7 +21,7 @@ Settings, from the environment (the Dockerfile sets the defaults):
     NB2C_ACCESS_LOG        0: no access log lines
     NB2C_BATCH, NB2C_BATCH_MAX_SIZE, NB2C_BATCH_MAX_WAIT_MS: micro-batching (nb2c_batching.py)
 
-The image's HEALTHCHECK is ``nb2c_health.py`` (no import beyond socket).
+The image's HEALTHCHECK is ``nb2c_health.py`` (C modules only: ``_socket``, ``posix``).
 """
 
 from __future__ import annotations
