@@ -21,7 +21,9 @@ import docker
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from nb2container.deploy import HEALTHCHECK  # noqa: E402 - the project's own command, from this checkout
+from nb2container.runtime.layout import IMAGE  # noqa: E402 - the project's own layout, from this checkout
+
+HEALTHCHECK = IMAGE.healthcheck
 
 URLLIB = ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=3)"]
 # Runs in the container: each probe as a child process, its wall time and its CPU (user + system).

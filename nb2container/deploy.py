@@ -15,12 +15,10 @@ from typing import Any
 
 from nb2container.model import Capture, FrozenEnvironment, Usage
 from nb2container.report import Verdict
+from nb2container.runtime.layout import IMAGE
 from nb2container.templating import environment
 
-GRACE_SECONDS = 30  # the server's NB2C_GRACE_SECONDS, written into the image
 PRESTOP_SECONDS = 5  # time for the load balancer to stop routing before SIGTERM
-# The image's HEALTHCHECK (Dockerfile, compose, swarm): C modules only, milliseconds of CPU.
-HEALTHCHECK = ["python", "-I", "-S", "/app/nb2c_health.py"]
 _MIB = 1024 * 1024
 
 
@@ -56,8 +54,8 @@ def manifests(capture: Capture, frozen: FrozenEnvironment, image: str, port: int
         "name": name, "image": image, "port": port, "function": capture.spec.function,
         "notebook_name": capture.notebook_name, "notebook_sha256": capture.notebook_sha256,
         "sizing": Sizing.from_usage(usage), "gpu": frozen.cuda is not None,
-        "grace": GRACE_SECONDS, "prestop": PRESTOP_SECONDS, "healthcheck": HEALTHCHECK,
-        "termination_grace": GRACE_SECONDS + PRESTOP_SECONDS + 5,
+        "layout": IMAGE, "prestop": PRESTOP_SECONDS,
+        "termination_grace": IMAGE.grace_seconds + PRESTOP_SECONDS + 5,
         "secrets": list(capture.spec.secrets),
         # The report's verdict: files for an image that failed say so at the top.
         "failed": "; ".join(verdict.reasons) if verdict is not None and not verdict.ok else "",

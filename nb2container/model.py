@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nb2container import cache
+
 
 @dataclass(frozen=True)
 class Parameter:
@@ -152,6 +154,8 @@ class FrozenEnvironment:
     system_packages: tuple[SystemPackage, ...] = ()
     unplaced_libraries: tuple[str, ...] = ()  # sonames needed that no package could be found for
     cuda: Cuda | None = None
+    wheel_dir: Path = field(default_factory=cache.wheels)  # where the pins' wheels are
+    deb_dir: Path = field(default_factory=cache.debs)  # where the system packages' .deb files are
 
     @property
     def packages(self) -> dict[str, str]:

@@ -13,7 +13,19 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from nb2container import cuda, deploy, drift, freeze, notebook, output, render, secret_scan, system_libs, wheelhouse
+from nb2container import (
+    cache,
+    cuda,
+    deploy,
+    drift,
+    freeze,
+    notebook,
+    output,
+    render,
+    secret_scan,
+    system_libs,
+    wheelhouse,
+)
 from nb2container.captured import parse_examples
 from nb2container.engine import Engine, split_tag
 from nb2container.errors import BuildError, UsageError
@@ -141,7 +153,7 @@ def _freeze(capture: Capture, options: Options, progress: Progress, engine: Engi
 def _system_packages(pins: list[Pin], python_version: str, progress: Progress,
                      engine: Engine | None) -> SystemNeeds:
     """Debian packages for the shared libraries the wheels need and the base image lacks."""
-    needs = system_libs.wheel_needs([wheelhouse.cache_dir() / pin.wheel for pin in pins])
+    needs = system_libs.wheel_needs([cache.wheels() / pin.wheel for pin in pins])
     if not needs:
         return SystemNeeds()
     if engine is None:
@@ -151,7 +163,7 @@ def _system_packages(pins: list[Pin], python_version: str, progress: Progress,
             engine = None  # `render` without an engine: judge by the libraries every glibc image has
     base = system_libs.inspect_base(engine, render.base_image(python_version))
     result = system_libs.resolve(needs, base[0] if base else None, base[1] if base else None,
-                                 wheelhouse.cache_dir().parent / "debs", progress)
+                                 cache.debs(), progress)
     for package in result.packages:
         progress.detail(f"system package {package.name} {package.version}: for {', '.join(package.needed_by)}")
     for soname, users in result.unplaced.items():

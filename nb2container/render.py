@@ -16,25 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import nb2container
-from nb2container import compare, deploy, openapi, sbom
-from nb2container.kernel.files import IMAGE_WORKDIR
+from nb2container import cache, compare, deploy, openapi, sbom
 from nb2container.model import Capture, FrozenEnvironment, Pin, SmokeCase
 from nb2container.options import Options
 from nb2container.report import short_value, where_label
-from nb2container.runtime import batching, codecs, contract, health, serve, server
+from nb2container.runtime.layout import IMAGE
 from nb2container.templating import environment
-from nb2container.wheelhouse import cache_dir
 
 # Debian's and Ubuntu's library folder for each platform (where nvidia/cuda keeps cuDNN).
 MULTIARCH = {"linux/amd64": "x86_64-linux-gnu", "linux/arm64": "aarch64-linux-gnu"}
 
-
-# The server runtime, copied into app/ as nb2c_<name>.py (the Dockerfile copies the same list).
-RUNTIME_MODULES = (serve, server, batching, codecs, contract, health)
-
-
-def runtime_file(module: Any) -> str:
-    return f"nb2c_{module.__name__.rsplit('.', 1)[1]}.py"
+RUNTIME_SOURCE = Path(__file__).resolve().parent / "runtime"  # the server runtime's files (IMAGE.runtime)
 
 
 def base_image(python_version: str) -> str:
@@ -54,14 +46,12 @@ def render(capture: Capture, frozen: FrozenEnvironment, server_pins: list[Pin], 
     context = {**_context(capture, frozen, tag, options.port), "rel_tol": options.rel_tol,
                "abs_tol": options.abs_tol, "multiarch": MULTIARCH.get(options.platform, "x86_64-linux-gnu"),
                "gpus_flag": f"--gpus {options.gpus or 'all'} " if frozen.cuda else "",
-               "server_pins": sorted(server_pins, key=lambda p: p.name), "grace": deploy.GRACE_SECONDS,
+               "server_pins": sorted(server_pins, key=lambda p: p.name),
                "batch": options.batch, "batch_max_size": options.batch_max_size,
                "batch_max_wait_ms": f"{options.batch_max_wait_ms:g}",
                "stale": [{"cell": where_label(case), "call": case.call, "stored": short_value(case.stored, 80),
                           "now": short_value(case.expected, 80)} for case in stale],
-               "sbom_file": sbom.FILE, "sbom_path": sbom.IMAGE_PATH,
-               "runtime_files": [runtime_file(module) for module in RUNTIME_MODULES],
-               "healthcheck": deploy.HEALTHCHECK}
+               "sbom_file": sbom.FILE, "sbom_path": sbom.IMAGE_PATH}
     (folder / sbom.FILE).write_text(sbom.text(capture, frozen, server_pins, base_image(frozen.python_version),
                                               options.platform))
     env = environment()
@@ -79,8 +69,8 @@ def render(capture: Capture, frozen: FrozenEnvironment, server_pins: list[Pin], 
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(env.get_template(template).render(context))
     compile((folder / "app/notebook_function.py").read_text(), "notebook_function.py", "exec")
-    for module in RUNTIME_MODULES:  # the runtime, importable beside the function
-        shutil.copyfile(str(module.__file__), folder / "app" / runtime_file(module))
+    for name, file in zip(IMAGE.runtime, IMAGE.runtime_files, strict=True):  # importable beside the function
+        shutil.copyfile(RUNTIME_SOURCE / f"{name}.py", folder / "app" / file)
     shutil.copyfile(compare.__file__, folder / "tests/nb2c_compare.py")
     (folder / "tests/golden_calls.json").write_text(json.dumps(golden_calls(capture), indent=2) + "\n")
     (folder / "app/spec.json").write_text(json.dumps(_spec(capture, frozen), indent=2, sort_keys=True) + "\n")
@@ -89,10 +79,10 @@ def render(capture: Capture, frozen: FrozenEnvironment, server_pins: list[Pin], 
     link_or_copy(capture.artifacts_dir, folder / "artifacts", [a.file for a in capture.spec.artifacts])
     if capture.spec.files:
         link_or_copy(capture.files_dir, folder / "files", [f.image_path.lstrip("/") for f in capture.spec.files])
-    link_or_copy(cache_dir(), folder / "wheels", [pin.wheel for pin in frozen.pins])
-    link_or_copy(cache_dir(), folder / "server-wheels", [pin.wheel for pin in server_pins])
+    link_or_copy(frozen.wheel_dir, folder / "wheels", [pin.wheel for pin in frozen.pins])
+    link_or_copy(cache.wheels(), folder / "server-wheels", [pin.wheel for pin in server_pins])
     if frozen.system_packages:
-        link_or_copy(cache_dir().parent / "debs", folder / "debs", [p.deb for p in frozen.system_packages])
+        link_or_copy(frozen.deb_dir, folder / "debs", [p.deb for p in frozen.system_packages])
         (folder / "debs/SHA256SUMS").write_text("".join(
             f"{p.sha256}  {p.deb}\n" for p in sorted(frozen.system_packages, key=lambda p: p.deb)))
 
@@ -133,7 +123,7 @@ def _context(capture: Capture, frozen: FrozenEnvironment, tag: str, port: int) -
         "files": sorted(spec.files, key=lambda f: f.image_path),
         "system_packages": sorted(frozen.system_packages, key=lambda p: p.name),
         "cuda": frozen.cuda,
-        "workdir": IMAGE_WORKDIR,
+        "layout": IMAGE,
         "example_body": json.dumps(example.body if example else {}),
         "bound": sorted(spec.bound.items()),
         "prints": spec.prints,

@@ -2,7 +2,7 @@
 their hashes), the server's wheels beside the environment, and the Debian packages added.
 
 Byte-stable like the rest of the folder: no timestamp, and a serial number derived from the
-content. Shipped in the build folder and in the image (``/app/sbom.cdx.json``), named by a label.
+content. Shipped in the build folder and in the image (``IMAGE_PATH``), named by a label.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from packaging.utils import canonicalize_name
 
 import nb2container
 from nb2container.model import Capture, FrozenEnvironment, Pin
+from nb2container.runtime.layout import IMAGE
 
 FILE = "sbom.cdx.json"
-IMAGE_PATH = f"/app/{FILE}"
+IMAGE_PATH = f"{IMAGE.app}/{FILE}"
 SPEC_VERSION = "1.5"
 _ARCH = {"linux/amd64": "amd64", "linux/arm64": "arm64"}
 
@@ -38,8 +39,8 @@ def document(capture: Capture, frozen: FrozenEnvironment, server_pins: list[Pin]
     components: list[dict[str, Any]] = [{
         "type": "container", "bom-ref": "base-image", "name": name, "version": version,
         "purl": f"pkg:docker/{name}@{version}?arch={arch}"}]
-    components += [_wheel(pin, "/opt/venv") for pin in sorted(frozen.pins, key=lambda p: canonicalize_name(p.name))]
-    components += [_wheel(pin, "/opt/nb2c-server") for pin in sorted(server_pins, key=lambda p: p.name)]
+    components += [_wheel(pin, IMAGE.venv) for pin in sorted(frozen.pins, key=lambda p: canonicalize_name(p.name))]
+    components += [_wheel(pin, IMAGE.server_libs) for pin in sorted(server_pins, key=lambda p: p.name)]
     components += [{"type": "library", "bom-ref": f"pkg:deb/debian/{p.name}@{p.version}?arch={arch}",
                     "name": p.name, "version": p.version,
                     "purl": f"pkg:deb/debian/{p.name}@{p.version}?arch={arch}",

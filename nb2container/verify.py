@@ -21,10 +21,11 @@ from xml.etree import ElementTree
 
 import nbformat
 
-from nb2container import wheelhouse
+from nb2container import cache, wheelhouse
 from nb2container.engine import Engine
 from nb2container.progress import Progress
 from nb2container.render import base_image, link_or_copy
+from nb2container.runtime.layout import IMAGE
 from nb2container.templating import environment
 
 TOOLS = ["nbval", "ipykernel"]
@@ -75,18 +76,18 @@ def verify_notebook(
     pins = wheelhouse.resolve(TOOLS, python_version, platform, progress)
     with tempfile.TemporaryDirectory(prefix="nb2container-verify-") as folder:
         context = Path(folder)
-        link_or_copy(wheelhouse.cache_dir(), context / "wheels", [pin.wheel for pin in pins])
+        link_or_copy(cache.wheels(), context / "wheels", [pin.wheel for pin in pins])
         (context / "requirements.lock").write_text("".join(
             f"{pin.name}=={pin.version} --hash=sha256:{pin.sha256}\n" for pin in sorted(pins, key=lambda p: p.name)))
         (context / "Dockerfile").write_text(environment().get_template("Dockerfile.verify.j2").render(
-            image=image_id, base_image=base_image(python_version)))
+            image=image_id, base_image=base_image(python_version), layout=IMAGE, work=_WORK))
         progress.step(f"Building a sibling image with a kernel and nbval, to re-run {notebook.name}")
         sibling = engine.build(context, progress, platform)
     progress.step(f"Re-running {notebook.name} inside the image's environment (nbval)")
     container = engine.client.containers.create(
         sibling.id, ["python", "-m", "pytest", "--nbval", notebook.name, "-p", "no:cacheprovider",
                      f"--junitxml={_RESULTS}", "-q", "--nbval-cell-timeout", str(timeout)],
-        working_dir=_WORK, user="10001:10001", network_mode="none",
+        working_dir=_WORK, user=IMAGE.user, network_mode="none",
         environment={"HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1"},
     )
     try:
@@ -106,13 +107,13 @@ def verify_notebook(
 
 
 def _folder_tar(folder: Path) -> bytes:
-    """The notebook's folder as a tar under /work, owned by the image's user (10001)."""
+    """The notebook's folder as a tar under /work, owned by the image's user."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         def owned(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
             if any(part in _SKIPPED_DIRS for part in Path(info.name).parts):
                 return None
-            info.uid = info.gid = 10001
+            info.uid, info.gid = IMAGE.uid, IMAGE.gid
             info.uname = info.gname = ""
             return info
 

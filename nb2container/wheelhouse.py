@@ -24,19 +24,13 @@ from packaging.tags import Tag, compatible_tags, cpython_tags
 from packaging.utils import canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
+from nb2container import cache
 from nb2container.errors import FreezeError
 from nb2container.model import Pin
 from nb2container.progress import Progress
 
 _ARCH = {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}
 _GLIBC_MINOR = 36  # Debian bookworm, the base image's distribution
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("NB2C_CACHE_DIR") or Path.home() / ".cache" / "nb2container"
-    path = Path(root) / "wheels"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def platform_tags(platform: str) -> list[str]:
@@ -64,7 +58,7 @@ def fetch(packages: dict[str, str], python_version: str, platform: str, progress
     Packages installed from a folder (editable or not) or from VCS (PEP 610 ``direct_urls``)
     are built into wheels here instead: no index has them.
     """
-    folder = cache_dir()
+    folder = cache.wheels()
     tags = target_tags(python_version, platform)
     built = {name: _build_direct(name, packages[name], record, platform, folder, progress)
              for name, record in sorted((direct_urls or {}).items()) if name in packages}
@@ -145,7 +139,7 @@ def resolve(requirements: list[str], python_version: str, platform: str, progres
     platform, so a rebuild with warm caches needs no index; looser requirements are resolved
     afresh and fall back to the last resolution when the index cannot be reached.
     """
-    folder = cache_dir()
+    folder = cache.wheels()
     record = folder / _resolution_name(requirements, python_version, platform)
     if all(_EXACT_PIN.fullmatch(requirement) for requirement in requirements) and \
             (recorded := _recorded_pins(record, folder)):

@@ -40,7 +40,7 @@ def test_build_reports_a_passing_smoke_table(house_build: Built) -> None:
 def test_build_folder_is_plain_docker(house_build: Built) -> None:
     folder = house_build.folder
     for name in ("Dockerfile", "README.md", "requirements.lock", "app/notebook_function.py",
-                 "app/nb2c_server.py", "app/nb2c_serve.py", "server.lock", "app/spec.json", "artifacts/model.joblib"):
+                 "app/nb2c_wsgi.py", "app/nb2c_launcher.py", "server.lock", "app/spec.json", "artifacts/model.joblib"):
         assert (folder / name).is_file(), name
     dockerfile = (folder / "Dockerfile").read_text()
     assert f"FROM python:{platform.python_version()}-slim-bookworm" in dockerfile

@@ -1,7 +1,7 @@
 """The served contract, in-process: derived once from the notebook's calls, documented in
 /openapi.json, and enforced by the server's WSGI application before the function runs.
 
-No engine and no kernel: the application factory (``server.create_app``) serves a small
+No engine and no kernel: the application factory (``wsgi.create_app``) serves a small
 generated module from a temporary folder, as the image serves the real one."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 
 from nb2container import openapi
 from nb2container.model import Capture, Example, KernelInterpreter, Parameter, ServingSpec
-from nb2container.runtime import contract, server
+from nb2container.runtime import contract, wsgi
 
 MODULE = '''
 import math
@@ -54,10 +54,10 @@ def app(tmp_path: Path) -> Any:
         "module": module, "function": "predict_price", "signature": capture.spec.signature, "bound": {},
         "codecs": capture.spec.codecs, "request_schema": openapi.request_schema(capture)}))
     (folder / "openapi.json").write_text(json.dumps(openapi.document(capture, "3.11.7")))
-    service = server.Service(folder)
+    service = wsgi.Service(folder)
     service.load()
     service.ready.set()
-    return server.create_app(service)
+    return wsgi.create_app(service)
 
 
 def call(app: Any, body: bytes, method: str = "POST", path: str = "/predict") -> tuple[int, Any]:

@@ -89,8 +89,8 @@ def test_rendered_folder_builds_with_networking_disabled(
 def test_shared_libraries_are_read_from_elf_files_and_placed_in_debian_packages() -> None:
     import lightgbm
 
+    from nb2container.cache import wheels as cache_dir
     from nb2container.system_libs import KNOWN_PACKAGES, needed_libraries, wheel_needs
-    from nb2container.wheelhouse import cache_dir
 
     library = Path(lightgbm.__file__).parent / "lib" / "lib_lightgbm.so"
     assert "libgomp.so.1" in needed_libraries(library.read_bytes())

@@ -375,16 +375,16 @@ def test_the_runtime_image_has_no_setuid_files_and_no_pip(
 
 
 def test_compose_drops_capabilities_and_privileges(tmp_path: Path) -> None:
+    from nb2container.runtime.layout import IMAGE
     from nb2container.templating import environment
 
     text = environment().get_template("deploy/compose.yaml.j2").render(
         name="predict", image="x:1", port=8000, function="predict", notebook_name="nb.ipynb",
         notebook_sha256="0", sizing=__import__("nb2container.deploy", fromlist=["Sizing"]).Sizing.from_usage(None),
-        gpu=False, grace=30, prestop=5, termination_grace=40, secrets=[], failed="",
-        healthcheck=["python", "/app/nb2c_health.py"])
+        gpu=False, layout=IMAGE, prestop=5, termination_grace=40, secrets=[], failed="")
     service = yaml.safe_load(text)["services"]["predict"]
     assert service["cap_drop"] == ["ALL"] and service["read_only"] is True
-    assert service["security_opt"] == ["no-new-privileges:true"] and service["user"] == "10001:10001"
+    assert service["security_opt"] == ["no-new-privileges:true"] and service["user"] == IMAGE.user
 
 
 @pytest.mark.engine

@@ -131,7 +131,9 @@ def test_bad_input_gets_a_4xx_with_a_json_error(faults: Built, docker_client: do
 def test_the_healthcheck_probe_imports_nothing_heavy_and_tells_the_truth(
     faults: Built, docker_client: docker.DockerClient
 ) -> None:
-    from nb2container.deploy import HEALTHCHECK
+    from nb2container.runtime.layout import IMAGE
+
+    HEALTHCHECK = IMAGE.healthcheck
 
     assert docker_client.images.get(faults.tag).attrs["Config"]["Healthcheck"]["Test"] == ["CMD", *HEALTHCHECK]
     with serving(docker_client, faults.tag) as served:

@@ -25,8 +25,8 @@ from typing import Any
 
 from nb2container.kernel.pickles import modules_in_file
 from nb2container.kernel.refusal import Refusal
+from nb2container.runtime.layout import IMAGE
 
-IMAGE_WORKDIR = "/srv/notebook"
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 _MAX_PATH_CHARS = 1024
 
@@ -83,7 +83,7 @@ def image_path(written: str) -> str:
     """Where a file the code names by ``written`` must be inside the image."""
     if os.path.isabs(written):
         return posixpath.normpath(written)
-    return posixpath.normpath(posixpath.join(IMAGE_WORKDIR, written.replace(os.sep, "/")))
+    return posixpath.normpath(posixpath.join(IMAGE.workdir, written.replace(os.sep, "/")))
 
 
 def named_files(sources: list[str], constants: dict[str, Any]) -> list[str]:

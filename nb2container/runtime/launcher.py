@@ -1,4 +1,4 @@
-"""Start the image's HTTP server: gunicorn serving nb2c_server.application.
+"""Start the image's HTTP server: gunicorn serving nb2c_wsgi.application.
 
 gunicorn (and prometheus_client) are installed in /opt/nb2c-server, outside the frozen
 environment, and that folder is put on the path *after* the environment's site-packages:
@@ -41,9 +41,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.append(os.environ.get("NB2C_SERVER_LIBS", "/opt/nb2c-server"))  # after site-packages: the lock wins
+try:  # inside the package (tests) or beside this file in the image
+    from nb2container.runtime.layout import IMAGE
+except ImportError:
+    from nb2c_layout import IMAGE  # type: ignore[no-redef]
+
+sys.path.append(os.environ.get("NB2C_SERVER_LIBS", IMAGE.server_libs))  # after site-packages: the lock wins
 PORT = int(os.environ.get("NB2C_PORT", "8000"))
-TIMEOUT_SECONDS = float(os.environ.get("NB2C_TIMEOUT", "60"))  # nb2c_server reads the same
+TIMEOUT_SECONDS = float(os.environ.get("NB2C_TIMEOUT", "60"))  # nb2c_wsgi reads the same
 # Shared memory is writable even with --read-only: gunicorn's heartbeat files and the metrics.
 RUNTIME_DIR = Path("/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()) / "nb2c"
 
@@ -75,16 +80,16 @@ BATCHING = bool(os.environ.get("NB2C_BATCH", "").strip())
 
 
 def settings() -> dict[str, Any]:
-    grace = int(float(os.environ.get("NB2C_GRACE_SECONDS", "30")))
+    grace = int(float(os.environ.get("NB2C_GRACE_SECONDS", IMAGE.grace_seconds)))
     threads = int(os.environ.get("NB2C_THREADS") or (64 if BATCHING else 16))
     return {
         "bind": f"0.0.0.0:{PORT}",
         "workers": int(os.environ.get("NB2C_WORKERS") or cpu_limit()),
         # Threads read requests and answer them; idle connections wait in the worker's poller.
         "threads": threads,
-        "worker_class": "nb2c_serve.GuardedWorker",
+        "worker_class": "nb2c_launcher.GuardedWorker",
         "worker_connections": MAX_CONNECTIONS + threads + 1,  # GuardedWorker refuses past MAX_CONNECTIONS
-        "logger_class": "nb2c_serve.JsonLogger",
+        "logger_class": "nb2c_launcher.JsonLogger",
         "accesslog": None if os.environ.get("NB2C_ACCESS_LOG") == "0" else "-",
         "errorlog": "-",
         "graceful_timeout": grace,
@@ -121,9 +126,9 @@ def _serving(workers: int) -> bool:
 
 def _post_fork(arbiter: Any, worker: Any) -> None:
     """Load the function in each worker, beside the loop that answers /health and /ready."""
-    import nb2c_server
+    import nb2c_wsgi
 
-    service, preloaded = nb2c_server.SERVICE, nb2c_server.SERVICE.function is not None
+    service, preloaded = nb2c_wsgi.SERVICE, nb2c_wsgi.SERVICE.function is not None
     service.server_ready = lambda: _serving(worker.cfg.workers)
 
     def load() -> None:
@@ -136,7 +141,7 @@ def _post_fork(arbiter: Any, worker: Any) -> None:
         except BaseException:
             logging.getLogger("nb2container").exception("loading the function failed")
             os._exit(3)  # gunicorn's "worker failed to boot": the server stops and says so
-        _log({"event": "ready", "function": nb2c_server.SERVICE.spec["function"], "pid": os.getpid(),
+        _log({"event": "ready", "function": nb2c_wsgi.SERVICE.spec["function"], "pid": os.getpid(),
               "load_seconds": round(time.monotonic() - started, 3)})
         _log_replacement()
 
@@ -239,12 +244,12 @@ def _gunicorn_classes() -> dict[str, Any]:
           connections are refused, not dropped) and answers what it holds within the grace."""
 
         def init_process(self) -> None:
-            import nb2c_server  # after on_starting made the metrics folder it writes to
+            import nb2c_wsgi  # after on_starting made the metrics folder it writes to
 
             self.reading: dict[Any, float] = {}  # connection -> when its request must have arrived
-            self.max_body = nb2c_server.MAX_BODY_BYTES
+            self.max_body = nb2c_wsgi.MAX_BODY_BYTES
             if not BATCHING:
-                nb2c_server.SERVICE.runner = self.run_in_main_thread
+                nb2c_wsgi.SERVICE.runner = self.run_in_main_thread
             super().init_process()
 
         def run_in_main_thread(self, work: Any) -> Any:
@@ -453,11 +458,11 @@ def main() -> None:
                 self.cfg.set(key, value)
 
         def load(self) -> Any:
-            import nb2c_server
+            import nb2c_wsgi
 
-            if config["preload_app"] and nb2c_server.SERVICE.function is None:
-                nb2c_server.SERVICE.load()  # before the fork; each worker starts its threads
-            return nb2c_server.application
+            if config["preload_app"] and nb2c_wsgi.SERVICE.function is None:
+                nb2c_wsgi.SERVICE.load()  # before the fork; each worker starts its threads
+            return nb2c_wsgi.application
 
     _log({"event": "starting", "port": PORT, "workers": config["workers"], "threads": config["threads"],
           "read_timeout_seconds": READ_TIMEOUT, "max_connections": MAX_CONNECTIONS,
@@ -468,5 +473,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.modules.setdefault("nb2c_serve", sys.modules[__name__])  # gunicorn imports its classes by this name
+    sys.modules.setdefault("nb2c_launcher", sys.modules[__name__])  # gunicorn imports its classes by this name
     main()

@@ -1,6 +1,6 @@
 """The WSGI application nb2container puts in the image, next to the generated module.
 
-gunicorn serves it (``nb2c_serve.py`` starts it). This module needs nothing beyond the
+gunicorn serves it (``nb2c_launcher.py`` starts it). This module needs nothing beyond the
 standard library and prometheus_client, and both server libraries live outside the frozen
 environment, so nothing here can change a version of the notebook's packages. Arguments are
 restored and results encoded by the codecs beside it (``nb2c_codecs.py``, the same module the
@@ -111,11 +111,11 @@ class Service:
         self.function: Any = None
         self.signature: inspect.Signature | None = None
         self.ready = threading.Event()  # this worker's function is loaded
-        # Whether the server can serve (nb2c_serve: across its workers); alone, whether this one can.
+        # Whether the server can serve (nb2c_launcher: across its workers); alone, whether this one can.
         self.server_ready: Callable[[], bool] = self.ready.is_set
         self.batching = False
         self.openapi = b""
-        # Where a call runs: here, or (nb2c_serve, without batching) handed to the worker's main
+        # Where a call runs: here, or (nb2c_launcher, without batching) handed to the worker's main
         # thread, the only one SIGALRM can interrupt.
         self.runner: Callable[[Callable[[], Any]], Any] = lambda work: work()
 
@@ -329,7 +329,7 @@ def _read_json(environ: dict[str, Any]) -> Any:
                                 "(NB2C_MAX_BODY_BYTES)")
     try:
         raw = environ["wsgi.input"].read(int(length) if length else MAX_BODY_BYTES + 1)
-    except OSError as exc:  # nb2c_serve's read deadline, or the client went away
+    except OSError as exc:  # nb2c_launcher's read deadline, or the client went away
         raise RequestError(408, f"the body did not arrive: {exc}") from None
     if len(raw) > MAX_BODY_BYTES:  # chunked, without a length
         raise RequestError(413, f"the body is over the limit of {MAX_BODY_BYTES} bytes (NB2C_MAX_BODY_BYTES)")
