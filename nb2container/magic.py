@@ -11,7 +11,6 @@ the extension loads; calls made before that are read back from the kernel's hist
 from __future__ import annotations
 
 import ast
-import hashlib
 import os
 import shlex
 import sys
@@ -25,20 +24,17 @@ from IPython.core.error import UsageError as IPythonUsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 
 from nb2container import pipeline
-from nb2container.captured import example_from_call, parse_examples, read_raw, to_capture
+from nb2container.captured import example_from_call, read_raw
 from nb2container.display import Containerized, NotebookProgress
 from nb2container.errors import Nb2ContainerError
 from nb2container.kernel import ORIGINAL_ATTR, RECORDER_NAME, recheck
 from nb2container.kernel.capture import capture_to_file
 from nb2container.kernel.recorder import CallRecorder, display_text, make_call
+from nb2container.kernel.request import CAPTURING_ENV
 from nb2container.model import Capture, Example
-from nb2container.notebook import out_of_order_warnings, read_notebook, unseen_global_warnings
+from nb2container.notebook import capture_from, read_notebook
 from nb2container.options import Options, flags_for
 from nb2container.progress import Progress, TerminalProgress
-
-# Set in the kernel that `nb2container build` runs a notebook in: a `%containerize` cell
-# there must not start a second build of the same notebook.
-CAPTURING_ENV = "NB2C_CAPTURING"
 
 
 def load(shell: Any) -> None:
@@ -114,31 +110,22 @@ def notebook_path(shell: Any) -> Path | None:
 
 def live_capturer(shell: Any, options: Options, progress: Progress) -> pipeline.Capturer:
     function = str(options.function)
-    examples = parse_examples(options.examples)
+    options.capture_request(function, Path())  # a bad --example is refused now
 
     def capture(staging: Path) -> Capture:
         progress.step(f"Capturing `{function}` from this kernel")
         recorder = shell.user_ns.get(RECORDER_NAME)
         before = recorder.installed_at if recorder is not None else sys.maxsize
-        capture_to_file(shell.user_ns, function, str(staging), options.max_artifact_mb * 1024**2, examples,
-                        list(options.bind), options.no_bind, history_calls(shell, function, before))
+        capture_to_file(shell.user_ns, options.capture_request(function, staging),
+                        history_calls(shell, function, before))
         raw = read_raw(staging, "")
         recheck.calls_now(shell, function, raw)  # what the user saw against what the kernel gives now
-        raw_cells = list(shell.history_manager.input_hist_raw[1:])
-        source = options.notebook
-        saved = read_notebook(source) if source else None
-        cells = saved or nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in raw_cells])
-        name = source.name if source else "this kernel's history"
-        warnings = out_of_order_warnings(saved, source) if saved and source else []
-        warnings += unseen_global_warnings(cells, raw["globals_read"], function, Path(name))
-        digest = hashlib.sha256(source.read_bytes() if source else "\n".join(raw_cells).encode())
-        return to_capture(
-            raw, notebook=source, notebook_sha256=digest.hexdigest(),
-            examples=[_live_example(shell, call) for call in raw["calls"]],
-            files_found=[f"read by the call in [{f['execution_count']}]" if f["found"] == "read"
-                         else "named in the function's code" for f in raw["files"]],
-            warnings=warnings, staging=staging,
-        )
+        saved = read_notebook(options.notebook) if options.notebook else None
+        history = nbformat.v4.new_notebook(
+            cells=[nbformat.v4.new_code_cell(c) for c in shell.history_manager.input_hist_raw[1:]])
+        return capture_from(raw, staging, notebook=options.notebook, saved=saved, cells=saved or history,
+                            examples=[_live_example(shell, call) for call in raw["calls"]],
+                            place=lambda count: f"[{count}]")
 
     return capture
 

@@ -13,6 +13,7 @@ import subprocess
 import symtable
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -26,32 +27,27 @@ from nbclient.exceptions import CellExecutionError, DeadKernelError
 import nb2container
 from nb2container.captured import example_from_call, read_raw, to_capture
 from nb2container.errors import CaptureError, UsageError
-from nb2container.kernel.capture import cell_magic_body
+from nb2container.kernel.capture import cell_magic_body, functions_in_cells
+from nb2container.kernel.request import CAPTURING_ENV, ENV, CaptureRequest
 from nb2container.model import Capture, Example
 from nb2container.progress import Progress
 
 SERVE_TAG = "serve"
 
-_BOOTSTRAP = """
-def __nb2container_bootstrap():
+# The only code the host runs in the kernel besides the notebook's cells: fixed text, calling
+# kernel/session.py, which reads the request from the file NB2C_CAPTURE_REQUEST names.
+_IN_KERNEL = """
+def __nb2container(step):
     import os, sys
-    os.environ["NB2C_CAPTURING"] = "1"  # a %containerize cell must not build again
     try:
-        import nb2container.kernel.recorder
-    except ImportError:
-        sys.path.insert(0, {package_parent!r})
-    from nb2container.kernel.recorder import CallRecorder
-    CallRecorder(get_ipython(), {function!r}).install()
-__nb2container_bootstrap(); del __nb2container_bootstrap
+        import nb2container.kernel.session
+    except ImportError:  # a kernel whose Python lacks nb2container: this host's copy
+        sys.path.insert(0, os.environ["NB2C_PACKAGE_PARENT"])
+    from nb2container.kernel import session
+    getattr(session, step)(get_ipython())
+__nb2container({step!r}); del __nb2container
 """
-
-_CAPTURE = """
-def __nb2container_capture():
-    from nb2container.kernel.capture import capture_to_file
-    capture_to_file(get_ipython().user_ns, {function!r}, {out_dir!r}, {max_bytes!r}, {examples!r},
-                    {bind!r}, {no_bind!r})
-__nb2container_capture(); del __nb2container_capture
-"""
+_START, _FINISH = _IN_KERNEL.replace("{step!r}", "'start'"), _IN_KERNEL.replace("{step!r}", "'finish'")
 
 
 def read_notebook(path: Path) -> nbformat.NotebookNode:
@@ -72,20 +68,9 @@ def python_source(cell_source: str) -> str:
 
 
 def defined_functions(nb: nbformat.NotebookNode) -> dict[str, int]:
-    """Top-level functions the notebook's code cells define, in order: name -> 1-based cell number."""
-    found: dict[str, int] = {}
-    for number, cell in enumerate(nb.cells, start=1):
-        if cell.cell_type != "code":
-            continue
-        try:
-            tree = ast.parse(python_source(cell.source))
-        except SyntaxError:
-            continue
-        for node in tree.body:
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                found.pop(node.name, None)  # keep definition order: a redefinition moves it last
-                found[node.name] = number
-    return found
+    """The functions the notebook's code cells define, in order: name -> 1-based cell number."""
+    sources = [python_source(cell.source) if cell.cell_type == "code" else "" for cell in nb.cells]
+    return {name: index + 1 for name, index in functions_in_cells(sources).items()}
 
 
 def choose_function(nb: nbformat.NotebookNode, requested: str | None, path: Path) -> str:
@@ -114,55 +99,50 @@ def choose_function(nb: nbformat.NotebookNode, requested: str | None, path: Path
     )
 
 
-def capture_notebook(
-    path: Path,
-    function: str | None,
-    kernel: str | None,
-    timeout: int,
-    progress: Progress,
-    staging: Path,
-    max_artifact_bytes: int = 2 * 1024**3,
-    examples: list[Any] | None = None,
-    bind: tuple[str, ...] = (),
-    no_bind: bool = False,
-    debug: bool = False,
-) -> Capture:
+def capture_notebook(path: Path, request: CaptureRequest, kernel: str, timeout: int, progress: Progress,
+                     debug: bool = False) -> Capture:
     """Execute the notebook in its kernel, recording calls, then capture inside that kernel.
 
-    The kernel writes the capture and the artifacts under ``staging``, which the caller owns.
+    The kernel writes the capture and the artifacts under ``request.out_dir``, which the caller owns.
     """
     stored = read_notebook(path)
-    function = choose_function(stored, function, path)
-    capture_code = _CAPTURE.format(function=function, out_dir=str(staging), max_bytes=max_artifact_bytes,
-                                   examples=examples, bind=list(bind), no_bind=no_bind)
-    executed = _execute(stored, path, function, kernel, timeout, capture_code, progress, debug)
+    staging = Path(request.out_dir)
+    environment = {**os.environ, CAPTURING_ENV: "1",
+                   ENV: str(request.write(staging / "request.json")),
+                   "NB2C_PACKAGE_PARENT": str(Path(nb2container.__file__).resolve().parent.parent)}
+    executed = _execute(stored, path, request.function, kernel, timeout, environment, progress, debug)
     raw = read_raw(staging, path.name)
-    return _to_capture(raw, path, stored, executed, staging)
+    cell_of_count = _cell_of_count(executed)
+
+    def place(count: int) -> str:
+        index = cell_of_count.get(count)
+        return f"cell {index + 1}" if index is not None else "a cell"
+
+    return capture_from(raw, staging, notebook=path, saved=stored, cells=stored,
+                        examples=examples_from_calls(raw["calls"], stored, executed), place=place)
 
 
 def _execute(
     stored: nbformat.NotebookNode,
     path: Path,
     function: str,
-    kernel: str | None,
+    kernel: str,
     timeout: int,
-    capture_code: str,
+    environment: dict[str, str],
     progress: Progress,
     kernel_stderr: bool = False,
 ) -> nbformat.NotebookNode:
     nb = nbformat.from_dict(json.loads(json.dumps(stored)))
-    kernel_name = kernel or nb.metadata.get("kernelspec", {}).get("name") or "python3"
     client = NotebookClient(
-        nb, timeout=timeout, kernel_name=kernel_name, allow_errors=False,
+        nb, timeout=timeout, kernel_name=kernel, allow_errors=False,
         resources={"metadata": {"path": str(path.parent.resolve())}},
     )
-    package_parent = str(Path(nb2container.__file__).resolve().parent.parent)
-    progress.step(f"Running {path.name} in a fresh `{kernel_name}` kernel")
+    progress.step(f"Running {path.name} in a fresh `{kernel}` kernel")
     try:
         # The kernel's own stderr (its start-up warnings, its I/O loop's complaints when it is
         # shut down) is not the user's business; --debug keeps it.
-        with client.setup_kernel(**({} if kernel_stderr else {"stderr": subprocess.DEVNULL})):
-            _run_hidden(client, _BOOTSTRAP.format(package_parent=package_parent, function=function))
+        with client.setup_kernel(env=environment, **({} if kernel_stderr else {"stderr": subprocess.DEVNULL})):
+            _run_hidden(client, _START)
             code_cells = sum(cell.cell_type == "code" for cell in nb.cells)
             done = 0
             for index, cell in enumerate(nb.cells):
@@ -171,7 +151,7 @@ def _execute(
                     progress.detail(f"cell {index + 1} ({done}/{code_cells})")
                 client.execute_cell(cell, index)
             progress.step(f"Capturing `{function}` inside the kernel")
-            _run_hidden(client, capture_code)
+            _run_hidden(client, _FINISH)
     except CellExecutionError as exc:
         raise CaptureError(_cell_error_message(exc, nb, path)) from None
     except DeadKernelError as exc:
@@ -181,7 +161,7 @@ def _execute(
         ) from None
     except NoSuchKernel:
         raise CaptureError(
-            f"No Jupyter kernel named `{kernel_name}` is installed here. Installed: {_installed_kernels()}. "
+            f"No Jupyter kernel named `{kernel}` is installed here. Installed: {_installed_kernels()}. "
             "Pick one with --kernel."
         ) from None
     return nb
@@ -255,30 +235,35 @@ def _cell_error_message(exc: CellExecutionError, nb: nbformat.NotebookNode, path
     )
 
 
-def _to_capture(
+def capture_from(
     raw: dict[str, Any],
-    path: Path,
-    stored: nbformat.NotebookNode,
-    executed: nbformat.NotebookNode,
     staging: Path,
+    *,
+    notebook: Path | None,
+    saved: nbformat.NotebookNode | None,
+    cells: nbformat.NotebookNode,
+    examples: list[Example],
+    place: Callable[[int], str],
 ) -> Capture:
+    """The kernel's answer as a Capture, for the CLI and the magic alike.
+
+    ``saved`` is the notebook file's content when there is one; ``cells`` what the code ran as
+    (the same, or the live kernel's history); ``place`` names where a call ran, by its
+    execution count ("cell 3" in a file, "[3]" in a live kernel).
+    """
+    name = notebook.name if notebook else "this kernel's history"
+    content = notebook.read_bytes() if notebook else "\n".join(c.source for c in cells.cells).encode()
     return to_capture(
         raw,
-        notebook=path.resolve(),
-        notebook_sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
-        examples=examples_from_calls(raw["calls"], stored, executed),
-        files_found=[_found(f, executed) for f in raw["files"]],
-        warnings=[*out_of_order_warnings(stored, path),
-                  *unseen_global_warnings(stored, raw["globals_read"], raw["function"], path)],
+        notebook=notebook.resolve() if notebook else None,
+        notebook_sha256=hashlib.sha256(content).hexdigest(),
+        examples=examples,
+        files_found=[f"read by the call in {place(f['execution_count'])}" if f["found"] == "read"
+                     else "named in the function's code" for f in raw["files"]],
+        warnings=[*(out_of_order_warnings(saved, notebook) if saved is not None and notebook else []),
+                  *unseen_global_warnings(cells, raw["globals_read"], raw["function"], Path(name))],
         staging=staging,
     )
-
-
-def _found(raw: dict[str, Any], executed: nbformat.NotebookNode) -> str:
-    if raw["found"] != "read":
-        return "named in the function's code"
-    index = _cell_of_count(executed).get(raw["execution_count"])
-    return f"read by the call in cell {index + 1}" if index is not None else "read by a call"
 
 
 def _cell_of_count(nb: nbformat.NotebookNode) -> dict[int, int]:

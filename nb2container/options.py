@@ -11,6 +11,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from nb2container.captured import parse_examples
+from nb2container.kernel.request import CaptureRequest
+
 
 @dataclass(frozen=True)
 class Options:
@@ -54,6 +57,11 @@ class Options:
             if name in values:
                 values[name] = tuple(n.strip() for group in values[name] for n in group.split(",") if n.strip())
         return cls(**{**values, **given})
+
+    def capture_request(self, function: str, staging: Path) -> CaptureRequest:
+        """What the kernel is asked to capture (the CLI's fresh kernel and the magic's live one)."""
+        return CaptureRequest(function, str(staging), self.max_artifact_mb * 1024**2,
+                              tuple(parse_examples(self.examples)), self.bind, self.no_bind)
 
 
 @dataclass(frozen=True)

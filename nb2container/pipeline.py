@@ -26,7 +26,6 @@ from nb2container import (
     system_libs,
     wheelhouse,
 )
-from nb2container.captured import parse_examples
 from nb2container.engine import Engine, split_tag
 from nb2container.errors import BuildError, UsageError
 from nb2container.model import BuiltImage, Capture, FrozenEnvironment, Pin, SmokeCase, SmokeReport
@@ -70,16 +69,14 @@ def notebook_capturer(options: Options, progress: Progress) -> Capturer:
     path = options.notebook
     if path is None:
         raise UsageError("No notebook was given. Pass the path of an .ipynb file.")
-    examples = parse_examples(options.examples)
     stored = notebook.read_notebook(path)  # checked in a second, not after a run
-    notebook.choose_function(stored, options.function, path)
+    function = notebook.choose_function(stored, options.function, path)
     kernel = notebook.choose_kernel(stored, options.kernel, path, progress)
+    options.capture_request(function, Path())  # a bad --example is refused now, not after the run
 
     def capture(staging: Path) -> Capture:
-        return notebook.capture_notebook(
-            path, options.function, kernel, options.timeout, progress, staging,
-            options.max_artifact_mb * 1024**2, examples, options.bind, options.no_bind, options.debug,
-        )
+        return notebook.capture_notebook(path, options.capture_request(function, staging), kernel,
+                                         options.timeout, progress, options.debug)
 
     return capture
 
@@ -118,10 +115,12 @@ def render_folder(options: Options, progress: Progress, capturer: Capturer | Non
         return _freeze_and_render(capture, options, progress, None, stale)
 
 
-def frozen_environment(options: Options, progress: Progress) -> tuple[Capture, FrozenEnvironment]:
+def frozen_environment(options: Options, progress: Progress,
+                       capturer: Capturer | None = None) -> tuple[Capture, FrozenEnvironment]:
     """capture -> freeze only (``nb2container freeze``): what the image would hold."""
+    capturer = capturer or notebook_capturer(options, progress)
     with staging_dir() as staging:
-        capture = capture_function(notebook_capturer(options, progress), options, progress, staging)
+        capture = capture_function(capturer, options, progress, staging)
     return capture, _freeze(capture, options, progress, None)
 
 
@@ -249,9 +248,10 @@ def _prove(engine: Engine, image: BuiltImage, capture: Capture, options: Options
     report.verify = _verify(engine, image, capture, options, progress)
 
 
-def test_image(options: Options, image_reference: str, progress: Progress) -> BuildReport:
+def test_image(options: Options, image_reference: str, progress: Progress,
+               capturer: Capturer | None = None) -> BuildReport:
     """Smoke an existing image against the notebook's calls (``nb2container test``)."""
-    capturer = notebook_capturer(options, progress)
+    capturer = capturer or notebook_capturer(options, progress)
     engine = Engine()
     image = engine.inspect(image_reference)  # before the notebook runs
     with staging_dir() as staging:

@@ -24,6 +24,7 @@ from typing import Any
 
 from nb2container.kernel import ORIGINAL_ATTR, RECORDER_NAME, files, interface, pickles
 from nb2container.kernel.refusal import Refusal
+from nb2container.kernel.request import CaptureRequest
 from nb2container.runtime import codecs
 
 _LITERAL_MAX_CHARS = 10_000
@@ -126,12 +127,28 @@ def definitions_in_cells(cells: list[str]) -> dict[str, tuple[tuple[int, int], s
     """
     found: dict[str, tuple[tuple[int, int], str]] = {}
     for index, source in enumerate(cells):
-        for line, segment, name in _definitions_in(source):
+        for line, segment, name, _ in _definitions_in(source):
             found[name] = ((index, line), segment)
     return found
 
 
-def _definitions_in(source: str) -> list[tuple[int, str, str]]:
+def functions_in_cells(cells: list[str]) -> dict[str, int]:
+    """The functions the notebook defines (the candidates to serve): name -> 0-based index of the
+    cell that defines it last, in definition order (a redefinition moves it last).
+
+    The one definition of "the notebook's functions": the CLI reads it from the saved cells
+    before running them, the kernel from the cells it ran (``In``)."""
+    found: dict[str, int] = {}
+    for index, source in enumerate(cells):
+        for _, _, name, is_function in _definitions_in(source):
+            found.pop(name, None)
+            if is_function:
+                found[name] = index
+    return found
+
+
+def _definitions_in(source: str) -> list[tuple[int, str, str, bool]]:
+    """(first line, source, name, whether it is a function) of each top-level definition."""
     try:
         tree = ast.parse(source)
     except SyntaxError:
@@ -141,10 +158,12 @@ def _definitions_in(source: str) -> list[tuple[int, str, str]]:
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             first = min([node.lineno] + [d.lineno for d in node.decorator_list])
-            found.append((first, "\n".join(lines[first - 1 : node.end_lineno]), node.name))
+            found.append((first, "\n".join(lines[first - 1 : node.end_lineno]), node.name,
+                          not isinstance(node, ast.ClassDef)))
         body = cell_magic_body(node)
         if body is not None:
-            found.extend((node.lineno, segment, name) for _, segment, name in _definitions_in(body))
+            found.extend((node.lineno, segment, name, is_function)
+                         for _, segment, name, is_function in _definitions_in(body))
     return found
 
 
@@ -198,15 +217,10 @@ def definition_time_names(source: str) -> set[str]:
     return names
 
 
-def notebook_functions(ns: dict[str, Any]) -> list[str]:
-    """Functions the notebook defines (candidates to serve), sorted."""
-    return sorted(
-        name
-        for name, obj in ns.items()
-        if not name.startswith("_")
-        and inspect.isfunction(getattr(obj, ORIGINAL_ATTR, obj))
-        and _defined_in_notebook(getattr(obj, ORIGINAL_ATTR, obj))
-    )
+def notebook_functions(ns: dict[str, Any], cells: list[str]) -> list[str]:
+    """The notebook's functions (``functions_in_cells``) that the namespace holds, sorted."""
+    return sorted(name for name in functions_in_cells(cells)
+                  if name in ns and inspect.isfunction(getattr(ns[name], ORIGINAL_ATTR, ns[name])))
 
 
 def capture(
@@ -236,7 +250,7 @@ def capture(
         raise Refusal(
             "function_not_found",
             f"The notebook defines no function named `{function}`.",
-            candidates=notebook_functions(ns),
+            candidates=notebook_functions(ns, cells),
         )
     fn = getattr(ns[function], ORIGINAL_ATTR, ns[function])
     if not inspect.isfunction(fn):
@@ -244,7 +258,7 @@ def capture(
             "not_a_function",
             f"`{function}` is a {type(fn).__qualname__}, not a function defined with `def`; "
             "serve a function that takes the request's arguments.",
-            candidates=notebook_functions(ns),
+            candidates=notebook_functions(ns, cells),
         )
     if inspect.isgeneratorfunction(fn) or inspect.isasyncgenfunction(fn):
         raise Refusal(
@@ -421,23 +435,16 @@ def _is_literal(obj: Any) -> bool:
         return False
 
 
-def capture_to_file(
-    ns: dict[str, Any],
-    function: str,
-    out_dir: str,
-    max_artifact_bytes: int = 2 * 1024**3,
-    examples: list[Any] | None = None,
-    bind: list[str] | None = None,
-    no_bind: bool = False,
-    earlier_calls: list[dict[str, Any]] | None = None,
-) -> None:
+def capture_to_file(ns: dict[str, Any], request: CaptureRequest,
+                    earlier_calls: list[dict[str, Any]] | None = None) -> None:
     """Entry point the host runs in the kernel: writes ``capture.json`` (or the refusal).
 
-    ``examples`` are request bodies (--example) called here, in the notebook's own state,
-    so that the container's answers can be checked against the notebook's. ``earlier_calls``
-    are calls made before recording began (the magic reads them from the kernel's history).
+    The request's ``examples`` are request bodies (--example) called here, in the notebook's own
+    state, so that the container's answers can be checked against the notebook's.
+    ``earlier_calls`` are calls made before recording began (the magic reads them from the
+    kernel's history).
     """
-    out = Path(out_dir)
+    function, out = request.function, Path(request.out_dir)
     recorder = ns.get(RECORDER_NAME)
     try:
         failed = [e for e in (recorder.errors if recorder is not None else []) if e.startswith(f"`{function}`")]
@@ -449,12 +456,13 @@ def capture_to_file(
                 "this message.")
         calls = [*(earlier_calls or []), *(recorder.as_dicts(function) if recorder is not None else [])]
         if function in ns and recorder is not None:
-            calls += [_example_call(recorder, function, body) for body in examples or []]
+            calls += [_example_call(recorder, function, body) for body in request.examples]
         result: dict[str, Any] = capture(
-            ns, function, str(out / "artifacts"), max_artifact_bytes=max_artifact_bytes,
+            ns, function, str(out / "artifacts"), max_artifact_bytes=request.max_artifact_bytes,
             observed_files=recorder.files.as_dicts() if recorder is not None else [],
             files_dir=str(out / "files"), calls=calls,
-            objects=recorder.objects if recorder is not None else {}, bind=bind, no_bind=no_bind,
+            objects=recorder.objects if recorder is not None else {}, bind=list(request.bind),
+            no_bind=request.no_bind,
         )
         result["calls"] = calls
         result["calls_total"] = len(earlier_calls or []) + (recorder.totals.get(function, 0) if recorder else 0)
