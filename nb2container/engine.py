@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import socket
+import tarfile
 import time
 import urllib.error
 import urllib.request
@@ -16,6 +18,7 @@ from typing import Any
 import docker
 import docker.errors
 import docker.types
+import requests
 
 from nb2container.errors import BuildError, SmokeTestError
 from nb2container.model import BuiltImage, Usage
@@ -40,6 +43,13 @@ class RunningContainer:
         cpu = stats.get("cpu_stats", {}).get("cpu_usage", {})
         return Usage(int(memory.get("max_usage") or memory.get("usage") or 0),
                      cpu.get("total_usage", 0) / 1e9, time.monotonic() - self.started)
+
+
+@dataclass
+class JobResult:
+    exit_code: int
+    logs: str
+    fetched: bytes | None  # the file the job was asked to leave, or None when it wrote none
 
 
 class Engine:
@@ -99,11 +109,14 @@ class Engine:
 
     def tag(self, image_id: str, tag: str) -> None:
         repository, version = split_tag(tag)
-        self.client.images.get(image_id).tag(repository, version)
+        try:
+            self.client.images.get(image_id).tag(repository, version)
+        except docker.errors.DockerException as exc:
+            raise BuildError(f"The engine could not tag the image {image_id[:19]} as {tag}: {exc}.") from None
 
     def push(self, image_id: str, repository: str, version: str, progress: Progress) -> str:
         """Tag ``image_id`` as REPOSITORY:VERSION, push it, and return the pushed digest."""
-        self.client.images.get(image_id).tag(repository, version)
+        self.tag(image_id, f"{repository}:{version}")
         progress.step(f"Pushing {repository}:{version}")
         digest = None
         try:
@@ -127,6 +140,8 @@ class Engine:
             image = self.client.images.get(reference)
         except docker.errors.ImageNotFound:
             raise SmokeTestError(f"The engine has no image {reference}. Build it first.") from None
+        except docker.errors.DockerException as exc:
+            raise SmokeTestError(f"The engine could not look up the image {reference}: {exc}.") from None
         return BuiltImage(id=image.id, size_bytes=int(image.attrs["Size"]))
 
     def run_command(self, image: str, command: list[str], network: bool = True) -> str:
@@ -141,6 +156,42 @@ class Engine:
         except docker.errors.DockerException as exc:
             raise BuildError(f"The engine could not run `{' '.join(command)}` in {image[:19]}: {exc}.") from None
         return bytes(output).decode()
+
+    def run_job(self, image: str, command: list[str], *, files: bytes, fetch: str, user: str, working_dir: str,
+                environment: dict[str, str], timeout: float) -> JobResult:
+        """Run ``command`` to its end without a network, after ``files`` (a tar) are put at /; return its
+        exit code, its log and the file ``fetch`` it wrote. The container is always removed."""
+        try:
+            container = self.client.containers.create(image, command, working_dir=working_dir, user=user,
+                                                      network_mode="none", environment=environment)
+        except docker.errors.DockerException as exc:
+            raise BuildError(f"The engine could not create a container of {image[:19]}: {exc}.") from None
+        try:
+            container.put_archive("/", files)
+            container.start()
+            exit_code = int(container.wait(timeout=timeout)["StatusCode"])
+            logs = container.logs().decode(errors="replace")
+            try:
+                stream, _ = container.get_archive(fetch)
+            except docker.errors.NotFound:
+                return JobResult(exit_code, logs, None)
+            with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+                member = tar.extractfile(tar.getmembers()[0])
+                return JobResult(exit_code, logs, member.read() if member else None)
+        except docker.errors.DockerException as exc:
+            raise BuildError(f"`{' '.join(command)[:80]}` could not run in {image[:19]}: {exc}.") from None
+        except requests.exceptions.ReadTimeout:
+            raise BuildError(f"`{' '.join(command)[:80]}` did not finish in {timeout:.0f} s in {image[:19]}.") from None
+        finally:
+            with contextlib.suppress(docker.errors.DockerException):
+                container.remove(force=True)
+
+    def remove_image(self, image_id: str) -> None:
+        with contextlib.suppress(docker.errors.NotFound):
+            try:
+                self.client.images.remove(image_id, force=True, noprune=False)
+            except docker.errors.APIError as exc:
+                raise BuildError(f"The engine could not remove the image {image_id[:19]}: {exc.explanation}.") from None
 
     @contextlib.contextmanager
     def serve(

@@ -100,7 +100,7 @@ for dist in json.loads(sys.argv[1]):
     for module in tops.get(key(dist), []):
         try:
             importlib.import_module(module)
-        except Exception:
+        except Exception:  # a package that fails to import here uses none of its extras: judged below
             pass
     for reqs in candidates.values():
         if any(top in sys.modules for r in reqs for top in tops.get(r, [])):

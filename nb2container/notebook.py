@@ -23,6 +23,7 @@ from IPython.core.inputtransformer2 import TransformerManager
 from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, DeadKernelError
+from nbformat import ValidationError
 
 import nb2container
 from nb2container.captured import example_from_call, read_raw, to_capture
@@ -55,7 +56,7 @@ def read_notebook(path: Path) -> nbformat.NotebookNode:
         raise UsageError(f"There is no notebook at {path}. Give the path of an .ipynb file.")
     try:
         return nbformat.read(path, as_version=4)
-    except Exception as exc:
+    except (OSError, ValueError, KeyError, TypeError, ValidationError) as exc:  # not JSON, not a notebook
         raise UsageError(
             f"{path} is not a readable Jupyter notebook ({exc}). Open it in Jupyter and save it "
             "again, then build."

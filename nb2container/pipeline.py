@@ -155,14 +155,15 @@ def _system_packages(pins: list[Pin], python_version: str, progress: Progress,
     needs = system_libs.wheel_needs([cache.wheels() / pin.wheel for pin in pins])
     if not needs:
         return SystemNeeds()
-    if engine is None:
-        try:
-            engine = Engine()
-        except BuildError:
-            engine = None  # `render` without an engine: judge by the libraries every glibc image has
-    base = system_libs.inspect_base(engine, render.base_image(python_version))
-    result = system_libs.resolve(needs, base[0] if base else None, base[1] if base else None,
-                                 cache.debs(), progress)
+    base_image = render.base_image(python_version)
+    base: tuple[set[str], set[str]] | tuple[None, None] = (None, None)
+    try:
+        base = system_libs.inspect_base(engine or Engine(), base_image)
+    except BuildError as exc:  # no engine (`render`), or the base would not run
+        progress.warn(f"the base image {base_image} could not be inspected ({str(exc).split('. ')[0]}), so the "
+                      "Debian packages for the wheels' shared libraries are chosen as if it held only what "
+                      "every glibc image has: the image may get packages the base already has.")
+    result = system_libs.resolve(needs, base[0], base[1], cache.debs(), progress)
     for package in result.packages:
         progress.detail(f"system package {package.name} {package.version}: for {', '.join(package.needed_by)}")
     for soname, users in result.unplaced.items():

@@ -18,6 +18,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from nb2container.engine import Engine
 from nb2container.errors import FreezeError
 from nb2container.model import SystemPackage
 from nb2container.progress import Progress
@@ -97,16 +98,10 @@ def wheel_needs(wheels: list[Path]) -> dict[str, list[str]]:
             if soname not in bundled and not _ALWAYS.match(soname)}
 
 
-def inspect_base(engine: object | None, base_image: str) -> tuple[set[str], set[str]] | None:
-    """The base image's sonames (``ldconfig -p``) and Debian packages, or None without an engine."""
-    run = getattr(engine, "run_command", None)
-    if run is None:
-        return None
-    try:
-        listing = run(base_image, ["ldconfig", "-p"], network=False)
-        packages = run(base_image, ["dpkg-query", "-W", "-f", "${Package}\n"], network=False)
-    except Exception:
-        return None
+def inspect_base(engine: Engine, base_image: str) -> tuple[set[str], set[str]]:
+    """The base image's sonames (``ldconfig -p``) and Debian packages; BuildError when it cannot run."""
+    listing = engine.run_command(base_image, ["ldconfig", "-p"], network=False)
+    packages = engine.run_command(base_image, ["dpkg-query", "-W", "-f", "${Package}\n"], network=False)
     sonames = {line.split()[0] for line in listing.splitlines()[1:] if line.strip()}
     return sonames, {name.split(":")[0] for name in packages.split()}
 

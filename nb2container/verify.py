@@ -84,25 +84,18 @@ def verify_notebook(
         progress.step(f"Building a sibling image with a kernel and nbval, to re-run {notebook.name}")
         sibling = engine.build(context, progress, platform)
     progress.step(f"Re-running {notebook.name} inside the image's environment (nbval)")
-    container = engine.client.containers.create(
-        sibling.id, ["python", "-m", "pytest", "--nbval", notebook.name, "-p", "no:cacheprovider",
-                     f"--junitxml={_RESULTS}", "-q", "--nbval-cell-timeout", str(timeout)],
-        working_dir=_WORK, user=IMAGE.user, network_mode="none",
-        environment={"HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1"},
-    )
     try:
-        container.put_archive("/", _folder_tar(notebook.parent))
-        container.start()
-        exit_code = int(container.wait(timeout=timeout * 4)["StatusCode"])
-        logs = container.logs().decode(errors="replace")
-        report = VerifyReport(notebook.name, exit_code=exit_code,
-                              log_tail="\n".join(logs.splitlines()[-25:]))
-        code_cells = [n for n, cell in enumerate(nbformat.read(notebook, as_version=4).cells, start=1)
-                      if cell.cell_type == "code"]
-        report.cells = _cells(container, code_cells)
+        job = engine.run_job(
+            sibling.id, ["python", "-m", "pytest", "--nbval", notebook.name, "-p", "no:cacheprovider",
+                         f"--junitxml={_RESULTS}", "-q", "--nbval-cell-timeout", str(timeout)],
+            files=_folder_tar(notebook.parent), fetch=_RESULTS, user=IMAGE.user, working_dir=_WORK,
+            environment={"HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1"}, timeout=timeout * 4)
     finally:
-        container.remove(force=True)
-        engine.client.images.remove(sibling.id, force=True, noprune=False)
+        engine.remove_image(sibling.id)
+    report = VerifyReport(notebook.name, exit_code=job.exit_code, log_tail="\n".join(job.logs.splitlines()[-25:]))
+    code_cells = [n for n, cell in enumerate(nbformat.read(notebook, as_version=4).cells, start=1)
+                  if cell.cell_type == "code"]
+    report.cells = _cells(job.fetched, code_cells)  # None: nbval never wrote them (it crashed before a cell)
     return report
 
 
@@ -121,15 +114,11 @@ def _folder_tar(folder: Path) -> bytes:
     return buffer.getvalue()
 
 
-def _cells(container: Any, code_cells: list[int]) -> list[VerifiedCell]:
+def _cells(results: bytes | None, code_cells: list[int]) -> list[VerifiedCell]:
     """nbval's JUnit results; its "Cell k" counts code cells from 0."""
-    try:
-        stream, _ = container.get_archive(_RESULTS)
-    except Exception:  # nbval never got to write its results (a crash before the first cell)
+    if results is None:
         return []
-    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
-        member = tar.extractfile(tar.getmembers()[0])
-        root = ElementTree.fromstring(member.read() if member else b"<testsuites/>")
+    root = ElementTree.fromstring(results)
     cells = []
     for case in root.iter("testcase"):
         match = re.search(r"Cell (\d+)", case.get("name", ""))

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from nb2container.kernel.pickles import modules_in_file
+from nb2container.kernel.pickles import UnreadableData, modules_in_file
 from nb2container.kernel.refusal import Refusal
 from nb2container.runtime.layout import IMAGE
 
@@ -140,9 +140,17 @@ def collect(
         destination = folder / target.lstrip("/")
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(entry["source"], destination)
+        try:
+            modules = modules_in_file(destination)
+        except UnreadableData as exc:
+            modules = set()
+            warnings.append(f"the data file {entry['path']} looks like a pickle or joblib file, and nb2container "
+                            f"could not read which packages loading it needs ({exc}); if the function loads it, "
+                            "the image may lack one of them. Check that it loads in the notebook; the smoke test "
+                            "shows whether it loads in the image.")
         result.append({"path": entry["path"], "image_path": target, "size_bytes": size,
                        "found": entry["found"], "execution_count": entry["execution_count"],
-                       "modules": sorted(modules_in_file(destination))})
+                       "modules": sorted(modules)})
     return result, warnings
 
 

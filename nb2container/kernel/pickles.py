@@ -112,28 +112,35 @@ def write(obj: Any, data: bytes, fmt: str, folder: Path, name: str) -> tuple[str
     return path.name, fmt, len(data)
 
 
+class UnreadableData(Exception):
+    """A data file that looks like a pickle, whose modules could not be read."""
+
+
+# What reading a foreign pickle or joblib file can raise: a truncated or corrupt stream, a
+# class whose module this kernel lacks, a joblib file written by another version.
+_UNREADABLE = (OSError, EOFError, ValueError, pickle.UnpicklingError, ImportError, AttributeError, KeyError,
+               IndexError, TypeError)
+
+
 def modules_in_file(path: Path) -> set[str]:
     """Modules a pickle or joblib data file needs when loaded; empty for any other file.
 
     A plain pickle is scanned without loading. A joblib file interleaves raw array bytes
     with its pickle stream, so it is loaded with joblib and its object re-pickled for the
-    scan: the function loads this same file when called, so this runs nothing new.
+    scan: the function loads this same file when called, so this runs nothing new. A file
+    that looks like either and cannot be read raises ``UnreadableData``: the packages it
+    needs would silently leave the lock.
     """
     data = path.read_bytes()
     is_pickle = data[:1] == b"\x80" or path.suffix in (".pkl", ".pickle")
-    if path.suffix == ".joblib" or (is_pickle and b"NumpyArrayWrapper" in data):
-        try:
+    try:
+        if path.suffix == ".joblib" or (is_pickle and b"NumpyArrayWrapper" in data):
             import joblib
 
             return modules_in_pickle(dump(joblib.load(path))[0]) | {"joblib"}
-        except Exception:
-            return set()
-    if is_pickle:
-        try:
-            return modules_in_pickle(data)
-        except Exception:
-            return set()
-    return set()
+        return modules_in_pickle(data) if is_pickle else set()
+    except _UNREADABLE as exc:
+        raise UnreadableData(f"{type(exc).__name__}: {exc}") from None
 
 
 def _track_deterministically(cloudpickle: Any, cls: type) -> None:

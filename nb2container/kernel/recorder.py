@@ -256,7 +256,7 @@ def display_text(shell: Any, value: Any) -> str | None:
     try:
         data, _ = shell.display_formatter.format(value)
         return data.get("text/plain")
-    except Exception:
+    except Exception:  # the user's own formatter failed: IPython itself would show the repr
         return repr(value)
 
 
