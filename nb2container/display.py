@@ -35,7 +35,7 @@ class NotebookProgress:
         self.steps: list[str] = []
         self.current_detail = ""
         self.warnings: list[str] = []
-        self.log_lines: list[str] = []
+        self.lines: list[str] = []
         self.outcome: bool | None = None
         self._shown = 0.0
         self.handle = display(self._bundle(), raw=True, display_id=True)
@@ -54,7 +54,7 @@ class NotebookProgress:
         self._refresh(force=True)
 
     def log(self, line: str) -> None:
-        self.log_lines.append(line)
+        self.lines.append(line)
         self._refresh()
 
     def finish(self, ok: bool) -> None:
@@ -90,10 +90,10 @@ class NotebookProgress:
         if self.current_detail:
             rows.append(f"<div style='margin-left: 2em; color: #666'>{html.escape(self.current_detail)}</div>")
         rows += [f"<div style='color: #9a5b00'>⚠ {_inline(warning)}</div>" for warning in self.warnings]
-        if self.log_lines:
+        if self.lines:
             rows.append(
-                f"<details><summary>Full build log ({len(self.log_lines)} lines)</summary>"
-                f"<pre style='max-height: 24em; overflow: auto'>{html.escape(chr(10).join(self.log_lines))}"
+                f"<details><summary>Full build log ({len(self.lines)} lines)</summary>"
+                f"<pre style='max-height: 24em; overflow: auto'>{html.escape(chr(10).join(self.lines))}"
                 "</pre></details>"
             )
         return f"<div class='nb2container-progress' style='{_FONT}'>{''.join(rows)}</div>"

@@ -91,8 +91,7 @@ class ContainerizeMagics(Magics):
             if options.debug:
                 raise
             raise IPythonUsageError(str(error)) from None
-        log = progress.lines if isinstance(progress, TerminalProgress) else progress.log_lines
-        result = Containerized(report, log)
+        result = Containerized(report, progress.lines)
         if jupyter:
             progress.finish(ok=result.ok)
         return result

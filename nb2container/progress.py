@@ -10,14 +10,14 @@ class Progress(Protocol):
     def step(self, message: str) -> None: ...  # a new stage or step: always shown
     def detail(self, message: str) -> None: ...  # a sub-step: shown compactly
     def warn(self, message: str) -> None: ...
-    def log(self, line: str) -> None: ...  # raw log (build output): kept, shown on demand
+    def log(self, line: str) -> None: ...  # raw log (build output): kept in ``lines``, shown on demand
 
 
 class TerminalProgress:
     """Steps and warnings on stderr; raw build log lines only with ``verbose``."""
 
-    def __init__(self, stream: TextIO = sys.stderr, verbose: bool = False) -> None:
-        self.stream, self.verbose = stream, verbose
+    def __init__(self, stream: TextIO | None = None, verbose: bool = False) -> None:
+        self.stream, self.verbose = stream or sys.stderr, verbose  # stderr as it is now, not at import
         self.lines: list[str] = []
 
     def step(self, message: str) -> None:
