@@ -4,6 +4,7 @@ the house-price image is built once per session and shared."""
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import shutil
@@ -40,6 +41,24 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     tidy_engine()
 
 
+# Tests are marked by what they need: `engine` (the private Docker engine) and `kernel` (a real
+# Jupyter kernel, no engine); unmarked ones need neither. A test that asks for one of these
+# fixtures is marked by it whether or not its module says so, so that the fast tier
+# (-m "not engine") can never start a build.
+ENGINE_FIXTURES = frozenset({"docker_client", "notebook_builds", "house_build", "registry", "faults",
+                             "batched_house", "magic_run"})
+KERNEL_FIXTURES = frozenset({"stdlib_capture"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if ENGINE_FIXTURES & used:
+            item.add_marker(pytest.mark.engine)
+        if KERNEL_FIXTURES & used:
+            item.add_marker(pytest.mark.kernel)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     tidy_engine()
 
@@ -58,6 +77,23 @@ def run_cli(*args: str | Path, cwd: Path | None = None, env: dict[str, str] | No
         capture_output=True, text=True, cwd=cwd or ROOT, check=False, env={**os.environ, **(env or {})},
     )
     return CliResult(done.returncode, done.stdout, done.stderr)
+
+
+def cli(*args: str | Path, cwd: Path | None = None) -> CliResult:
+    """The command line run in this process (its imports paid once): for the fast tier, where a
+    subprocess's two seconds of start-up would dominate. Same argv, output and exit code."""
+    from nb2container import cli as command_line
+
+    out, err, here = io.StringIO(), io.StringIO(), Path.cwd()
+    os.chdir(cwd or ROOT)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = command_line.main([str(arg) for arg in args])
+    except SystemExit as exit_:  # argparse's refusals
+        code = exit_.code if isinstance(exit_.code, int) else 2
+    finally:
+        os.chdir(here)
+    return CliResult(code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture(scope="session")

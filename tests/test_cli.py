@@ -1,4 +1,5 @@
-"""The command line's refusals and choices (real CLI subprocess; no engine needed)."""
+"""The command line's refusals and choices (no engine needed): the real command line, in this process
+(``cli``) where a real kernel runs, and once as a subprocess."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ from nbformat.v4 import new_code_cell, new_notebook
 from nb2container.errors import CaptureError
 from nb2container.notebook import choose_function
 from nb2container.render import default_tag
-from tests.conftest import NOTEBOOKS, run_cli
+from tests.conftest import NOTEBOOKS, cli, run_cli
 
 
 def test_unknown_function_names_it_and_the_candidates() -> None:
-    result = run_cli("build", NOTEBOOKS / "house_prices.ipynb", "--function", "nosuch")
+    result = cli("build", NOTEBOOKS / "house_prices.ipynb", "--function", "nosuch")
     assert result.returncode != 0
     assert "`nosuch`" in result.stderr
     assert "`predict_price`" in result.stderr
@@ -28,13 +29,14 @@ def test_missing_notebook_is_one_paragraph(tmp_path: Path) -> None:
     assert "absent.ipynb" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.kernel
 def test_failing_cell_is_named(tmp_path: Path) -> None:
     nb = new_notebook(cells=[new_code_cell("x = 1"), new_code_cell("def predict(a):\n    return a"),
                              new_code_cell("1 / 0")])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     path = tmp_path / "broken.ipynb"
     nbformat.write(nb, path)
-    result = run_cli("render", path, "--output", tmp_path / "out")
+    result = cli("render", path, "--output", tmp_path / "out")
     assert result.returncode == 1
     assert "Cell 3 of broken.ipynb" in result.stderr and "ZeroDivisionError" in result.stderr
     assert "Traceback" not in result.stderr
@@ -85,6 +87,7 @@ def test_out_of_order_cells_and_unseen_globals_are_warned_about() -> None:
     assert unseen_global_warnings(starred, ["z"], "f", Path("n.ipynb")) == []
 
 
+@pytest.mark.kernel
 def test_a_missing_kernel_named_by_the_notebook_means_this_python(tmp_path: Path) -> None:
     import platform
     import sys
@@ -94,10 +97,10 @@ def test_a_missing_kernel_named_by_the_notebook_means_this_python(tmp_path: Path
                                  "language": "python"}
     path = tmp_path / "elsewhere.ipynb"
     nbformat.write(nb, path)
-    result = run_cli("render", path, "--output", tmp_path / "out")
+    result = cli("render", path, "--output", tmp_path / "out")
     assert result.returncode == 0, result.stderr
     assert "names the kernel `conda-root-py`, which is not installed here" in result.stderr
     assert sys.executable in result.stderr and platform.python_version() in result.stderr
-    refused = run_cli("render", path, "--kernel", "nosuch", "--output", tmp_path / "other")
+    refused = cli("render", path, "--kernel", "nosuch", "--output", tmp_path / "other")
     assert refused.returncode == 1 and "--kernel nosuch" in refused.stderr and "`python3`" in refused.stderr
     assert "Running" not in refused.stderr and not (tmp_path / "other").exists()

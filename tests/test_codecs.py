@@ -5,12 +5,13 @@ from __future__ import annotations
 import datetime
 import json
 
-import numpy as np
-import pandas as pd
 import pytest
 
 from nb2container.compare import text_difference
 from nb2container.runtime import codecs
+
+np = pytest.importorskip("numpy", reason="the codecs carry numpy and pandas values (the notebooks' extra)")
+pd = pytest.importorskip("pandas", reason="the codecs carry numpy and pandas values (the notebooks' extra)")
 
 
 def round_trip(value: object) -> object:

@@ -59,7 +59,7 @@ def test_changed_dict_key_and_string_and_bool() -> None:
 def _frame_and_json() -> tuple[str, object]:
     import json
 
-    import pandas as pd
+    pd = pytest.importorskip("pandas", reason="a DataFrame's display (the notebooks' extra)")
 
     from nb2container.runtime.codecs import to_json
 

@@ -145,3 +145,97 @@ def test_the_other_endpoints_in_process(app: Any) -> None:
     assert status == 405 and "answers POST" in payload["error"]
     status, document = call(app, b"", "GET", "/openapi.json")
     assert status == 200 and document["paths"]["/predict"]["post"]["operationId"] == "predict"
+
+
+# --- the fixture apps (tests/fixtures/apps/): the contract as the image's /app serves it ---
+
+APPS = Path(__file__).resolve().parent / "fixtures" / "apps"
+
+
+@pytest.fixture
+def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """Serve one fixture app in-process: ``served("scorer")`` -> the WSGI application."""
+    import shutil
+    import sys
+
+    def serve(case: str) -> Any:
+        folder = tmp_path / case
+        shutil.copytree(APPS / case, folder)  # its bytecode is written here, not into the tree
+        monkeypatch.delitem(sys.modules, "notebook_function", raising=False)
+        monkeypatch.setattr(sys, "path", list(sys.path))
+        monkeypatch.setattr(sys, "stdout", sys.stdout)  # Service.start wraps it, as in a worker
+        service = wsgi.Service(folder)
+        service.load()
+        service.start()
+        return wsgi.create_app(service)
+
+    yield serve
+    sys.modules.pop("notebook_function", None)
+
+
+@pytest.mark.parametrize(("body", "status", "says"), [
+    (b'{"x": 1.5', 400, "not valid JSON"),
+    (b"", 400, "the body is empty"),
+    (b'{"x": "1.5"}', 422, "`x` must be a number"),
+    (b'{"x": 1.5, "busy": 1}', 422, "`busy` must be a boolean"),
+    (b'{"x": Infinity}', 422, "`x` must be a finite number"),
+    (b'{"x": ' + b"[" * 100 + b"]" * 100 + b"}", 400, "nests deeper than 32"),
+    (b'{"x": 1, "padding": "' + b"a" * 3000 + b'"}', 413, "over the limit of 2048"),
+    (b"[1, true, 3]", 422, "arguments do not match score(x: float, busy: bool = False) -> float"),
+])
+def test_bad_input_to_a_served_app_is_a_4xx_and_it_serves_on(
+    served: Any, monkeypatch: pytest.MonkeyPatch, body: bytes, status: int, says: str
+) -> None:
+    monkeypatch.setattr(wsgi, "MAX_BODY_BYTES", 2048)  # NB2C_MAX_BODY_BYTES=2048
+    app = served("scorer")
+    got, payload = call(app, body)
+    assert got == status and says in payload["error"], payload
+    assert call(app, b'{"x": 1.0}') == (200, {"result": 2.0})
+
+
+def test_an_exception_is_a_500_with_an_error_id_that_the_log_holds(
+    served: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = served("scorer")
+    status, payload = call(app, b'{"x": -1}')
+    assert status == 500 and payload["error"] == "ValueError: x must not be negative, got -1"
+    logged = [json.loads(r.getMessage()) for r in caplog.records if payload["error_id"] in r.getMessage()]
+    assert logged and "Traceback" in logged[0]["traceback"] and "x must not be negative" in logged[0]["traceback"]
+    assert call(app, b"[4.0]") == (200, {"result": 8.0})  # positional, and the next call succeeds
+
+
+def test_methods_paths_metadata_and_metrics_of_a_served_app(served: Any) -> None:
+    app = served("scorer")
+    answer: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+        answer["status"], answer["headers"] = int(status.split()[0]), dict(headers)
+
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/predict", "wsgi.input": io.BytesIO(b"")}
+    payload = json.loads(b"".join(app(environ, start_response)))
+    assert answer["status"] == 405 and answer["headers"]["Allow"] == "POST" and "answers POST" in payload["error"]
+    assert call(app, b"", "GET", "/nowhere") == (404, {"error": "no such endpoint: GET /nowhere; see /openapi.json"})
+    status, metadata = call(app, b"", "GET", "/metadata")
+    assert status == 200 and metadata["function"] == "score" and metadata["notebook"] == "serving_faults.ipynb"
+    call(app, b'{"x": 1.5}')
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/metrics", "wsgi.input": io.BytesIO(b"")}
+    metrics = b"".join(app(environ, start_response)).decode()
+    assert answer["headers"]["Content-Type"].startswith("text/plain")
+    assert 'nb2c_requests_total{code="200",method="POST",path="/predict"}' in metrics
+
+
+def test_a_bound_parameter_is_the_servers_and_never_the_requests(served: Any) -> None:
+    app = served("bound")
+    assert call(app, b'{"text": "a good, great day"}') == (200, {"result": 2})
+    assert call(app, b'["good"]') == (200, {"result": 1})  # positions count what the request sends
+    status, payload = call(app, b'{"text": "good", "model": "mine"}')
+    assert status == 422 and "`model` is supplied by the server" in payload["error"]
+    status, payload = call(app, b'["good", "mine"]')
+    assert status == 422 and "takes 1 from the request (text)" in payload["error"]
+
+
+def test_what_the_function_prints_comes_back_with_its_answer(served: Any) -> None:
+    app = served("printing")
+    assert call(app, b'{"n": 2}') == (200, {"result": 2, "stdout": "line 0\nline 1\n"})
+    status, payload = call(app, b'{"n": 101}')
+    assert status == 422 and "`n`" in payload["error"]

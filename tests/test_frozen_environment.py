@@ -17,7 +17,7 @@ from nb2container.engine import Engine
 from nb2container.errors import FreezeError
 from nb2container.model import FrozenEnvironment, Pin
 from nb2container.progress import SilentProgress
-from tests.conftest import NOTEBOOKS, Built, NotebookBuilds, run_cli
+from tests.conftest import NOTEBOOKS, Built, NotebookBuilds, cli
 
 
 def lock_of(built: Built) -> FrozenEnvironment:
@@ -25,22 +25,36 @@ def lock_of(built: Built) -> FrozenEnvironment:
     return FrozenEnvironment(built.report["python"], pins, ())
 
 
+@pytest.mark.kernel
 def test_freeze_lists_python_and_the_locked_packages() -> None:
-    result = run_cli("freeze", NOTEBOOKS / "house_prices.ipynb", "--json")
+    pytest.importorskip("sklearn", reason="house_prices.ipynb needs scikit-learn (the notebooks' extra)")
+    result = cli("freeze", NOTEBOOKS / "house_prices.ipynb", "--json")
     assert result.returncode == 0, result.stderr
     frozen = json.loads(result.stdout)
     assert frozen["python"] == platform.python_version() and frozen["function"] == "predict_price"
     names = {p["name"] for p in frozen["packages"]}
     assert {"scikit-learn", "pandas", "numpy"} <= names and set(frozen["roots"]) <= names
     assert all(len(p["sha256"]) == 64 for p in frozen["packages"])
-    table = run_cli("freeze", NOTEBOOKS / "house_prices.ipynb").stdout
-    assert "Python " + platform.python_version() in table and "scikit-learn" in table and "imported" in table
-    assert frozen["cuda"] is None and "CUDA: none (CPU only)" in table
+    assert frozen["cuda"] is None
 
 
+def test_the_freeze_table_says_why_each_package_is_there() -> None:
+    from nb2container.report import frozen_table
+    from tests.test_contract import house_capture
+
+    pins = (Pin("numpy", "2.4.6", "numpy-2.4.6-cp311.whl", "a" * 64),
+            Pin("scikit-learn", "1.9.1", "scikit_learn-1.9.1-cp311.whl", "b" * 64))
+    table = frozen_table(house_capture(Path("/nowhere"), []), FrozenEnvironment("3.11.7", pins, ("scikit-learn",)))
+    assert "Python 3.11.7" in table and "2 package(s)" in table and "CUDA: none (CPU only)" in table
+    rows = {line.split()[0]: line for line in table.splitlines() if line.startswith(("numpy", "scikit-learn"))}
+    assert "imported" in rows["scikit-learn"] and "required" in rows["numpy"]
+
+
+@pytest.mark.kernel
 def test_rendering_twice_gives_identical_folders(tmp_path: Path) -> None:
+    pytest.importorskip("sklearn", reason="churn_helpers.ipynb needs scikit-learn (the notebooks' extra)")
     for name in ("first", "second"):  # two captures, each in a fresh kernel
-        result = run_cli("render", NOTEBOOKS / "churn_helpers.ipynb", "--output", tmp_path / name)
+        result = cli("render", NOTEBOOKS / "churn_helpers.ipynb", "--output", tmp_path / name)
         assert result.returncode == 0, result.stderr
     comparison = filecmp.dircmp(tmp_path / "first", tmp_path / "second")
 
@@ -87,7 +101,7 @@ def test_rendered_folder_builds_with_networking_disabled(
 
 
 def test_shared_libraries_are_read_from_elf_files_and_placed_in_debian_packages() -> None:
-    import lightgbm
+    lightgbm = pytest.importorskip("lightgbm", reason="a real wheel's ELF files (the notebooks' extra)")
 
     from nb2container.cache import wheels as cache_dir
     from nb2container.system_libs import KNOWN_PACKAGES, needed_libraries, wheel_needs
@@ -106,6 +120,8 @@ def test_installed_extras_in_use_join_the_closure() -> None:
 
     from nb2container.freeze import extras_in_use
 
+    pytest.importorskip("lightgbm", reason="a real package with extras (the notebooks' extra)")
+    pytest.importorskip("sklearn", reason="a real package with extras (the notebooks' extra)")
     used = extras_in_use(sys.executable, ["lightgbm", "joblib"])
     assert "scikit-learn" in used.get("lightgbm", [])  # lightgbm imports sklearn when it is there
     assert "joblib" not in used  # its test/docs extras are not installed

@@ -106,6 +106,8 @@ def test_definition_time_names_are_what_a_def_evaluates() -> None:
 
 
 def test_artifact_used_as_a_default_loads_before_the_definitions(tmp_path: Path) -> None:
+    pytest.importorskip("joblib", reason="numpy arrays are saved with joblib (the notebooks' extra)")
+    pytest.importorskip("numpy", reason="the notebooks' extra")
     ns = run_cells("import numpy as np\ntable = np.arange(4)",
                    "def predict(i, values=table):\n    return int(values[i]) + len(extra)",
                    "extra = [object()]")
@@ -161,8 +163,8 @@ def test_data_files_keep_the_path_the_code_wrote(tmp_path: Path, monkeypatch: py
 
 
 def test_joblib_files_are_scanned_for_the_modules_they_need(tmp_path: Path) -> None:
-    import joblib
-    import numpy as np
+    joblib = pytest.importorskip("joblib", reason="the notebooks' extra")
+    np = pytest.importorskip("numpy", reason="the notebooks' extra")
 
     from nb2container.kernel.pickles import modules_in_file
 
@@ -170,3 +172,18 @@ def test_joblib_files_are_scanned_for_the_modules_they_need(tmp_path: Path) -> N
     assert {"numpy", "joblib"} <= modules_in_file(tmp_path / "model.pkl")
     (tmp_path / "notes.txt").write_text("just text")
     assert modules_in_file(tmp_path / "notes.txt") == set()
+
+
+def test_a_data_file_whose_packages_cannot_be_read_is_a_warning_not_silence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nb2container.kernel.files import collect
+    from nb2container.kernel.pickles import UnreadableData, modules_in_file
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model.pkl").write_bytes(pickle.dumps({"k": 1.5}, protocol=5)[:-9])  # truncated
+    with pytest.raises(UnreadableData):
+        modules_in_file(tmp_path / "model.pkl")
+    shipped, warnings = collect([], ["model.pkl"], tmp_path / "files", 10**6)
+    assert [f["image_path"] for f in shipped] == ["/srv/notebook/model.pkl"]  # still shipped
+    assert len(warnings) == 1 and "model.pkl" in warnings[0] and "could not read which packages" in warnings[0]

@@ -35,7 +35,7 @@ from nb2container.model import (
     SystemPackage,
 )
 from nb2container.report import BuildReport
-from tests.conftest import NOTEBOOKS, Built, run_cli
+from tests.conftest import NOTEBOOKS, Built, cli, run_cli
 
 CANARY = "sk-live-7f3c9a1e5b2d4c6f8a0b1c2d3e4f5a6b"
 
@@ -131,8 +131,8 @@ def test_output_refused_before_the_notebook_runs(tmp_path: Path, where: str) -> 
     before = digests(tmp_path)
     target = "." if where == "current directory" else str(tmp_path)
     started = time.monotonic()
-    result = run_cli("render", tmp_path / "house_prices.ipynb", "--function", "predict_price",
-                     "--output", target, cwd=tmp_path)
+    result = cli("render", tmp_path / "house_prices.ipynb", "--function", "predict_price",
+                 "--output", target, cwd=tmp_path)
     assert result.returncode == 1
     assert time.monotonic() - started < 20  # no kernel was started
     assert "Running" not in result.stderr and "Traceback" not in result.stderr
@@ -264,7 +264,7 @@ def secret_notebook(folder: Path) -> Path:
 
 @pytest.mark.kernel
 def test_a_notebook_secret_is_refused_naming_it_and_its_cell(tmp_path: Path) -> None:
-    result = run_cli("render", secret_notebook(tmp_path), "--output", tmp_path / "out")
+    result = cli("render", secret_notebook(tmp_path), "--output", tmp_path / "out")
     assert result.returncode == 1, result.stdout + result.stderr
     assert "the global `API_TOKEN` (cell 1)" in result.stderr and "--secret API_TOKEN" in result.stderr
     assert CANARY not in result.stdout + result.stderr and "Traceback" not in result.stderr
@@ -274,13 +274,13 @@ def test_a_notebook_secret_is_refused_naming_it_and_its_cell(tmp_path: Path) -> 
 @pytest.mark.kernel
 def test_files_a_user_adds_to_a_build_folder_survive_a_rebuild(tmp_path: Path) -> None:
     folder = tmp_path / "build"
-    first = run_cli("render", NOTEBOOKS / "zero_arguments.ipynb", "--output", folder)
+    first = cli("render", NOTEBOOKS / "zero_arguments.ipynb", "--output", folder)
     assert first.returncode == 0, first.stderr
     (folder / "my_notes.txt").write_text("keep me\n")
     (folder / "app" / "extra.py").write_text("print('mine')\n")
     (folder / "Dockerfile").write_text("# my edit, which the rebuild replaces\n")
     mine = {k: v for k, v in digests(folder).items() if k in ("my_notes.txt", "app/extra.py")}
-    second = run_cli("render", NOTEBOOKS / "zero_arguments.ipynb", "--output", folder)
+    second = cli("render", NOTEBOOKS / "zero_arguments.ipynb", "--output", folder)
     assert second.returncode == 0, second.stderr
     assert {k: v for k, v in digests(folder).items() if k in mine} == mine
     assert "kept 2 file(s)" in second.stderr and "my_notes.txt" in second.stderr

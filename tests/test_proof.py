@@ -10,9 +10,7 @@ from pathlib import Path
 from xml.etree import ElementTree
 
 import docker
-import joblib
 import pytest
-from sklearn.ensemble import RandomForestRegressor
 
 from nb2container.engine import Engine
 from tests.conftest import NOTEBOOKS, Built, run_cli
@@ -24,9 +22,11 @@ SWAPPED = "nb2c-test/house-swapped:latest"
 def swapped_image(house_build: Built, docker_client: docker.DockerClient,
                   tmp_path_factory: pytest.TempPathFactory) -> str:
     """The house-price build folder with another model in place of the notebook's, built as is."""
+    joblib = pytest.importorskip("joblib")
+    ensemble = pytest.importorskip("sklearn.ensemble")
     folder = tmp_path_factory.mktemp("swapped") / "build"
     shutil.copytree(house_build.folder, folder)
-    other = RandomForestRegressor(n_estimators=3, random_state=0).fit(
+    other = ensemble.RandomForestRegressor(n_estimators=3, random_state=0).fit(
         [[900, 1], [1500, 3], [2500, 4], [3500, 5]], [100_000, 200_000, 300_000, 400_000])
     joblib.dump(other, folder / "artifacts/model.joblib")
     docker_client.images.build(path=str(folder), tag=SWAPPED, rm=True)

@@ -1,16 +1,28 @@
 """What cannot travel is refused by name: one paragraph, exit 1, no traceback, nothing rendered.
 
-Each case is a real notebook run in a real kernel through the real command line.
+Each case runs its cells in a real IPython shell in this process, the recorder installed as the
+CLI's kernel installs it, and is captured by the kernel's own code with the request the CLI
+would send; one case also goes through the real command line and a real kernel.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import nbformat
 import pytest
+from IPython.core.interactiveshell import InteractiveShell
 from nbformat.v4 import new_code_cell, new_notebook
+from traitlets.config import Config
 
+from nb2container import cli as command_line
+from nb2container.captured import read_raw
+from nb2container.errors import CaptureError
+from nb2container.kernel.capture import capture_to_file
+from nb2container.kernel.recorder import CallRecorder
+from nb2container.notebook import choose_function
+from nb2container.options import Options
 from tests.conftest import run_cli
 
 CASES = {
@@ -71,13 +83,49 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_refusal_names_the_culprit(case: str, tmp_path: Path) -> None:
-    cells, flags, fragments = CASES[case]
+@pytest.fixture
+def shell() -> Iterator[InteractiveShell]:
+    """A fresh IPython shell (history in memory), as a kernel holds one."""
+    config = Config()
+    config.HistoryManager.hist_file = ":memory:"
+    InteractiveShell.clear_instance()
+    yield InteractiveShell.instance(config=config)
+    InteractiveShell.clear_instance()
+
+
+def notebook(cells: list[str]) -> nbformat.NotebookNode:
     nb = new_notebook(cells=[new_code_cell(source) for source in cells])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    path = tmp_path / f"{case}.ipynb"
-    nbformat.write(nb, path)
+    return nb
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_refusal_names_the_culprit(case: str, shell: InteractiveShell, tmp_path: Path) -> None:
+    cells, flags, fragments = CASES[case]
+    if any("numpy" in source for source in cells):
+        pytest.importorskip("numpy", reason="the case's cells import numpy (the notebooks' extra)")
+    options = Options.from_namespace(command_line.parser().parse_args(["render", "nb.ipynb", *flags]))
+    try:
+        function = choose_function(notebook(cells), options.function, Path(f"{case}.ipynb"))
+        CallRecorder(shell, function).install()  # what kernel/session.start does
+        for source in cells:
+            assert shell.run_cell(source, store_history=True).success, source
+        capture_to_file(shell.user_ns, options.capture_request(function, tmp_path))
+        read_raw(tmp_path, f"{case}.ipynb")
+    except CaptureError as refused:
+        message = str(refused)
+    else:
+        pytest.fail(f"{case} was not refused")
+    for fragment in fragments:
+        assert fragment in message, (fragment, message)
+    assert "\n" not in message.strip()  # one paragraph
+
+
+@pytest.mark.kernel
+def test_a_refusal_through_the_command_line_is_one_paragraph_and_renders_nothing(tmp_path: Path) -> None:
+    cells, flags, fragments = CASES["generator_global"]
+    path = tmp_path / "generator_global.ipynb"
+    nbformat.write(notebook(cells), path)
     result = run_cli("render", path, "--output", tmp_path / "out", *flags)
     assert result.returncode == 1, result.stdout + result.stderr
     message = result.stderr.split("nb2container: ", 1)[-1]
