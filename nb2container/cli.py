@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from nb2container import __version__, pipeline, verify
+from nb2container import __version__, config, pipeline, verify
 from nb2container.errors import Nb2ContainerError
-from nb2container.options import Options, flags_for
+from nb2container.options import FLAGS, Options, flags_for, given_flags
 from nb2container.progress import TerminalProgress
 from nb2container.report import BuildReport, frozen_json, frozen_table, smoke_table, stale_table
 
@@ -26,12 +26,15 @@ def parser() -> argparse.ArgumentParser:
         "test": commands.add_parser("test", help="smoke-test an existing image against the notebook"),
         "freeze": commands.add_parser("freeze", help="show the environment the image would hold: "
                                       "Python and the locked packages the function needs"),
+        "config": commands.add_parser(
+            "config", help="show the effective settings for a notebook and where each came from",
+            description=config.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter),
     }
     subcommands["test"].add_argument("image", help="image tag or id")
     for name, command in subcommands.items():
         command.add_argument("notebook", type=Path, help="the .ipynb file")
-        for flag in flags_for(name):
-            command.add_argument(*flag.names, **flag.kwargs)
+        for flag in (FLAGS if name == "config" else flags_for(name)):
+            command.add_argument(*flag.names, **flag.argparse_kwargs())
     deploy = commands.add_parser("deploy", help="deploy a build folder's image as a Swarm service (or roll "
                                  "the service to it), and wait until every replica is healthy")
     deploy.add_argument("folder", type=Path, help="the build folder (its deploy/compose.yaml)")
@@ -53,11 +56,17 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    progress = TerminalProgress(verbose=args.verbose)
+    progress = TerminalProgress(verbose=getattr(args, "verbose", False))
+    debug = getattr(args, "debug", False)
     try:
         if args.command == "deploy":
             return _deploy(args, progress)
-        options = Options.from_namespace(args)
+        resolved = config.resolve(given_flags(args), args.notebook.resolve().parent, notebook=args.notebook)
+        options = resolved.options
+        debug = options.debug
+        if args.command == "config":
+            print(config.describe(resolved))
+            return 0
         if args.command == "render":
             rendered = pipeline.render_folder(options, progress)
             print(f"Build folder ready: {rendered.folder}  (docker build -t {rendered.tag} "
@@ -65,13 +74,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "freeze":
             capture, frozen = pipeline.frozen_environment(options, progress)
-            print(frozen_json(capture, frozen) if args.as_json else frozen_table(capture, frozen))
+            print(frozen_json(capture, frozen) if getattr(args, "as_json", False) else frozen_table(capture, frozen))
             return 0
         if args.command == "test":
             return _finish(pipeline.test_image(options, args.image, progress), options)
         return _finish(pipeline.run(options, progress), options)
     except Nb2ContainerError as error:
-        if args.debug:
+        if debug:
             raise
         print(f"\nnb2container: {error}", file=sys.stderr)
         return 1

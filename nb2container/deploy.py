@@ -47,7 +47,8 @@ class Sizing:
 
 
 def manifests(capture: Capture, frozen: FrozenEnvironment, image: str, port: int,
-              usage: Usage | None, verdict: Verdict | None = None) -> dict[str, str]:
+              usage: Usage | None, verdict: Verdict | None = None,
+              labels: dict[str, str] | None = None) -> dict[str, str]:
     """deploy/ path -> text, rendered from templates/deploy/."""
     name = service_name(capture.spec.function)
     context: dict[str, Any] = {
@@ -57,6 +58,8 @@ def manifests(capture: Capture, frozen: FrozenEnvironment, image: str, port: int
         "layout": IMAGE, "prestop": PRESTOP_SECONDS,
         "termination_grace": IMAGE.grace_seconds + PRESTOP_SECONDS + 5,
         "secrets": list(capture.spec.secrets),
+        # The configuration's labels (on the image too), and its base when it is the team's own.
+        "labels": sorted((labels or {}).items()), "base_image": frozen.base_image or "",
         # The report's verdict: files for an image that failed say so at the top.
         "failed": "; ".join(verdict.reasons) if verdict is not None and not verdict.ok else "",
     }
@@ -67,8 +70,8 @@ def manifests(capture: Capture, frozen: FrozenEnvironment, image: str, port: int
 
 
 def write(folder: Path, capture: Capture, frozen: FrozenEnvironment, image: str, port: int,
-          usage: Usage | None = None, verdict: Verdict | None = None) -> None:
-    for target, text in manifests(capture, frozen, image, port, usage, verdict).items():
+          usage: Usage | None = None, verdict: Verdict | None = None, labels: dict[str, str] | None = None) -> None:
+    for target, text in manifests(capture, frozen, image, port, usage, verdict, labels).items():
         path = folder / "deploy" / target
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)

@@ -20,7 +20,7 @@ import docker.errors
 import docker.types
 import requests
 
-from nb2container.errors import BuildError, SmokeTestError
+from nb2container.errors import BuildError, SmokeTestError, UsageError
 from nb2container.model import BuiltImage, Usage
 from nb2container.progress import Progress
 
@@ -43,6 +43,12 @@ class RunningContainer:
         cpu = stats.get("cpu_stats", {}).get("cpu_usage", {})
         return Usage(int(memory.get("max_usage") or memory.get("usage") or 0),
                      cpu.get("total_usage", 0) / 1e9, time.monotonic() - self.started)
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    id: str
+    repo_digest: str | None  # sha256:... of the manifest, when it came from (or went to) a registry
 
 
 @dataclass
@@ -143,6 +149,18 @@ class Engine:
         except docker.errors.DockerException as exc:
             raise SmokeTestError(f"The engine could not look up the image {reference}: {exc}.") from None
         return BuiltImage(id=image.id, size_bytes=int(image.attrs["Size"]))
+
+    def inspect_image(self, reference: str) -> ImageFacts:
+        """An image the build will use (a base): UsageError naming it when the engine lacks it."""
+        try:
+            image = self.client.images.get(reference)
+        except docker.errors.ImageNotFound:
+            raise UsageError(f"The engine has no image {reference}. Pull it (docker pull {reference}) or build it, "
+                             "then build again; nb2container never pulls a base by itself.") from None
+        except docker.errors.DockerException as exc:
+            raise BuildError(f"The engine could not look up the image {reference}: {exc}.") from None
+        digests = [d.split("@", 1)[1] for d in image.attrs.get("RepoDigests") or [] if "@" in d]
+        return ImageFacts(image.id, digests[0] if digests else None)
 
     def run_command(self, image: str, command: list[str], network: bool = True) -> str:
         """Run a one-off command in the image and return its output."""

@@ -23,7 +23,7 @@ from IPython.core import magic_arguments
 from IPython.core.error import UsageError as IPythonUsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 
-from nb2container import pipeline
+from nb2container import config, pipeline
 from nb2container.captured import example_from_call, read_raw
 from nb2container.display import Containerized, NotebookProgress
 from nb2container.errors import Nb2ContainerError
@@ -33,7 +33,7 @@ from nb2container.kernel.recorder import CallRecorder, display_text, make_call
 from nb2container.kernel.request import CAPTURING_ENV
 from nb2container.model import Capture, Example
 from nb2container.notebook import capture_from, read_notebook
-from nb2container.options import Options, flags_for
+from nb2container.options import Options, flags_for, given_flags
 from nb2container.progress import Progress, TerminalProgress
 
 
@@ -47,7 +47,7 @@ def load(shell: Any) -> None:
 def _with_shared_flags(function: Any) -> Any:
     """Declare the magic's arguments from the table the CLI uses (options.FLAGS)."""
     for flag in reversed(flags_for("magic")):
-        function = magic_arguments.argument(*flag.names, **flag.kwargs)(function)
+        function = magic_arguments.argument(*flag.names, **flag.argparse_kwargs())(function)
     function = magic_arguments.argument("function", help="the notebook function to serve")(function)
     return magic_arguments.magic_arguments()(function)
 
@@ -80,7 +80,12 @@ class ContainerizeMagics(Magics):
                   "running this notebook to build it.")
             return None
         shell = self.shell
-        options = Options.from_namespace(args, notebook=notebook_path(shell), function=args.function)
+        notebook = notebook_path(shell)
+        try:  # the notebook's configuration file, the environment, then these flags (config.py)
+            options = config.resolve(given_flags(args), notebook.parent if notebook else Path.cwd(),
+                                     notebook=notebook, function=args.function).options
+        except Nb2ContainerError as error:
+            raise IPythonUsageError(str(error)) from None
         jupyter = type(shell).__name__ == "ZMQInteractiveShell"
         progress: Any = NotebookProgress() if jupyter else TerminalProgress(sys.stdout)
         try:

@@ -145,6 +145,11 @@ class Cuda:
     driver: str | None = None  # the kernel's driver and GPUs, when nvidia-smi answered
 
 
+def default_base(python_version: str) -> str:
+    """The base image unless the configuration names one: the official image of that exact Python."""
+    return f"python:{python_version}-slim-bookworm"
+
+
 @dataclass(frozen=True)
 class FrozenEnvironment:
     python_version: str
@@ -156,10 +161,16 @@ class FrozenEnvironment:
     cuda: Cuda | None = None
     wheel_dir: Path = field(default_factory=cache.wheels)  # where the pins' wheels are
     deb_dir: Path = field(default_factory=cache.debs)  # where the system packages' .deb files are
+    base_image: str | None = None  # the platform team's base (base_image); None: python:X.Y.Z-slim-bookworm
+    base_digest: str | None = None  # the base's registry digest or image id, when it was inspected
 
     @property
     def packages(self) -> dict[str, str]:
         return {pin.name: pin.version for pin in self.pins}
+
+    @property
+    def base(self) -> str:
+        return self.base_image or default_base(self.python_version)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ underneath) both declare their flags from ``FLAGS``, so the two cannot drift apa
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,18 +45,12 @@ class Options:
     secrets: tuple[str, ...] = ()  # globals read from the container's environment at run time (--secret)
     not_secrets: tuple[str, ...] = ()  # globals the secret scan flagged that are not secrets (--not-secret)
     debug: bool = False
-
-    @classmethod
-    def from_namespace(cls, args: argparse.Namespace, **given: Any) -> Options:
-        """Options from parsed flags; flags a command does not have keep their defaults."""
-        names = {f.name for f in fields(cls)}
-        values = {k: v for k, v in vars(args).items() if k in names and v is not None}
-        if "examples" in values:
-            values["examples"] = tuple(values["examples"])
-        for name in ("bind", "secrets", "not_secrets"):  # --bind a,b --bind c
-            if name in values:
-                values[name] = tuple(n.strip() for group in values[name] for n in group.split(",") if n.strip())
-        return cls(**{**values, **given})
+    # The platform team's image (configuration, issue: base, packages, environment, labels, templates)
+    base_image: str | None = None  # FROM this instead of python:X.Y.Z-slim-bookworm (inspected first)
+    system_packages: tuple[str, ...] = ()  # Debian packages to add, downloaded on the host, installed offline
+    env: dict[str, str] = field(default_factory=dict)  # ENV in the image
+    labels: dict[str, str] = field(default_factory=dict)  # LABEL on the image
+    templates: Path | None = None  # a folder of Jinja2 templates extending the packaged ones by blocks
 
     def capture_request(self, function: str, staging: Path) -> CaptureRequest:
         """What the kernel is asked to capture (the CLI's fresh kernel and the magic's live one)."""
@@ -64,11 +58,62 @@ class Options:
                               tuple(parse_examples(self.examples)), self.bind, self.no_bind)
 
 
+def key_value(text: str) -> tuple[str, str]:
+    """``--env KEY=VALUE`` / ``--label KEY=VALUE``."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    return key.strip(), value
+
+
 @dataclass(frozen=True)
 class Flag:
     names: tuple[str, ...]
     where: frozenset[str]  # CLI subcommands, and "magic" for %containerize
     kwargs: dict[str, Any] = field(default_factory=dict)
+    configurable: bool = True  # also a key of the configuration file and the environment (config.py)
+
+    @property
+    def key(self) -> str:
+        """The Options field, the configuration key, and (upper-cased) the environment variable's suffix."""
+        return str(self.kwargs.get("dest") or self.names[-1].lstrip("-").replace("-", "_"))
+
+    @property
+    def kind(self) -> str:
+        """bool | list | table | int | float | path | str: how a value of this key is written."""
+        action, kind = self.kwargs.get("action"), self.kwargs.get("type")
+        if action == "store_true":
+            return "bool"
+        if action == "append":
+            return "table" if kind is key_value else "list"
+        return {int: "int", float: "float", Path: "path"}.get(kind, "str") if isinstance(kind, type) else "str"
+
+    @property
+    def commas(self) -> bool:
+        """A list whose items may also be given comma-separated (--bind a,b --bind c)."""
+        return str(self.kwargs.get("metavar", "")).endswith("[,NAME]")
+
+    def argparse_kwargs(self) -> dict[str, Any]:
+        """Defaults live in Options, not here: a flag not given is absent, so that the configuration
+        file and the environment can fill it (config.py)."""
+        return {**{k: v for k, v in self.kwargs.items() if k != "default"}, "default": argparse.SUPPRESS}
+
+    def value(self, given: Any) -> Any:
+        """A value as argparse gives it, as the Options field holds it."""
+        if self.kind == "list":
+            items = [given] if isinstance(given, str) else list(given)
+            if self.commas:
+                items = [n.strip() for group in items for n in str(group).split(",") if n.strip()]
+            return tuple(items)
+        if self.kind == "table":
+            return dict(given)
+        return given
+
+
+def given_flags(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags given on a command line (or to the magic), as Options values by key."""
+    parsed = vars(args)
+    return {flag.key: flag.value(parsed[flag.key]) for flag in FLAGS if flag.key in parsed}
 
 
 _BUILDS = frozenset({"build", "render", "magic"})
@@ -131,6 +176,23 @@ FLAGS: tuple[Flag, ...] = (
     Flag(("--not-secret",), _ALL | {"freeze"}, {
         "action": "append", "dest": "not_secrets", "metavar": "NAME[,NAME]",
         "help": "a global the secret scan flagged that is not a secret: ship its value as it is"}),
+    Flag(("--base-image",), _BUILDS | {"freeze"}, {
+        "metavar": "IMAGE",
+        "help": "build FROM this image instead of python:X.Y.Z-slim-bookworm; it is inspected first: its "
+                "Python must be the kernel's exact version, its C library and distribution must suit the "
+                "wheels and the Debian packages"}),
+    Flag(("--system-package",), _BUILDS | {"freeze"}, {
+        "action": "append", "dest": "system_packages", "metavar": "NAME[,NAME]",
+        "help": "a Debian package to add to the image (downloaded on this machine, hash-checked, "
+                "installed offline like the ones the wheels need)"}),
+    Flag(("--env",), _BUILDS, {"action": "append", "type": key_value, "metavar": "KEY=VALUE",
+                               "help": "an environment variable set in the image (repeatable)"}),
+    Flag(("--label",), _BUILDS, {"action": "append", "type": key_value, "dest": "labels", "metavar": "KEY=VALUE",
+                                 "help": "a label on the image (repeatable)"}),
+    Flag(("--templates",), _BUILDS, {
+        "type": Path, "metavar": "FOLDER",
+        "help": "a folder of Jinja2 templates that extend the packaged ones by their blocks "
+                "({%% extends \"nb2container/Dockerfile.j2\" %%})"}),
     Flag(("--report",), _SMOKES, {"type": Path, "help": "write the JSON report here"}),
     Flag(("--junit",), _SMOKES, {"type": Path, "metavar": "FILE",
                                  "help": "write the smoke test (and --verify-notebook) as JUnit XML"}),
@@ -141,9 +203,11 @@ FLAGS: tuple[Flag, ...] = (
     Flag(("--timeout",), _CLI, {"type": int, "default": 600,
                                 "help": "seconds a notebook cell may run (default 600)"}),
     Flag(("--json",), frozenset({"freeze"}), {"action": "store_true", "dest": "as_json",
-                                              "help": "print the frozen environment as JSON"}),
+                                              "help": "print the frozen environment as JSON"},
+         configurable=False),  # how this one command prints
     Flag(("--debug",), _ALL | {"freeze"}, {"action": "store_true", "help": "show tracebacks on errors"}),
-    Flag(("-v", "--verbose"), _CLI, {"action": "store_true", "help": "show the full build log"}),
+    Flag(("-v", "--verbose"), _CLI, {"action": "store_true", "help": "show the full build log"},
+         configurable=False),
 )
 
 

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from nb2container import (
+    base,
     cache,
     cuda,
     deploy,
@@ -28,7 +29,7 @@ from nb2container import (
 )
 from nb2container.engine import Engine, split_tag
 from nb2container.errors import BuildError, UsageError
-from nb2container.model import BuiltImage, Capture, FrozenEnvironment, Pin, SmokeCase, SmokeReport
+from nb2container.model import BuiltImage, Capture, FrozenEnvironment, Pin, SmokeCase, SmokeReport, default_base
 from nb2container.options import Options
 from nb2container.progress import Progress
 from nb2container.report import BuildReport, short_value, where_label
@@ -138,32 +139,58 @@ def _freeze(capture: Capture, options: Options, progress: Progress, engine: Engi
                       + ", ".join(closure.unmapped_modules))
     pins = wheelhouse.fetch(closure.packages, capture.interpreter.python_version,
                             options.platform, progress, closure.direct_urls)
-    system = _system_packages(pins, capture.interpreter.python_version, progress, engine)
+    python_version = capture.interpreter.python_version
+    facts = _base_facts(options, python_version, pins, progress, engine)
+    system = _system_packages(pins, options.system_packages, facts, progress)
+    if options.base_image and facts is not None:
+        base.check_debian(facts, bool(system.packages))
     needs = cuda.decide(cuda.probe(capture.interpreter.executable), closure.packages)
     progress.detail(f"CUDA: {cuda.describe(needs)}")
     if needs and not options.gpus:
         progress.warn(f"the image needs CUDA {needs.version}, and the smoke test runs without a GPU "
                       "unless you pass --gpus all (or a count)")
-    return FrozenEnvironment(capture.interpreter.python_version, tuple(pins), closure.roots,
-                             closure.unmapped_modules, tuple(system.packages), tuple(system.unplaced),
-                             needs)
+    return FrozenEnvironment(python_version, tuple(pins), closure.roots, closure.unmapped_modules,
+                             tuple(system.packages), tuple(system.unplaced), needs,
+                             base_image=options.base_image, base_digest=facts.digest if facts else None)
 
 
-def _system_packages(pins: list[Pin], python_version: str, progress: Progress,
-                     engine: Engine | None) -> SystemNeeds:
-    """Debian packages for the shared libraries the wheels need and the base image lacks."""
-    needs = system_libs.wheel_needs([cache.wheels() / pin.wheel for pin in pins])
-    if not needs:
-        return SystemNeeds()
-    base_image = render.base_image(python_version)
-    base: tuple[set[str], set[str]] | tuple[None, None] = (None, None)
+def _base_facts(options: Options, python_version: str, pins: list[Pin], progress: Progress,
+                engine: Engine | None) -> base.BaseFacts | None:
+    """The base inspected (a custom one refused here if it cannot work), or None without an engine."""
+    reference = options.base_image or default_base(python_version)
+    if engine is None:
+        try:
+            engine = Engine()
+        except BuildError:  # `render` without an engine
+            if options.base_image:
+                progress.warn(f"the base image {reference} was not inspected (no engine answers): its Python, C "
+                              "library and distribution are checked when an engine builds it")
+            return None
+    if options.base_image:
+        progress.step(f"Inspecting the base image {reference}")
+        facts = base.inspect(engine, reference)
+        base.check(facts, python_version, pins)
+        progress.detail(f"base {reference}: Python {facts.python}, {facts.libc[0]} {facts.libc[1]}, "
+                        f"{facts.os_id} {facts.codename}".rstrip())
+        return facts
     try:
-        base = system_libs.inspect_base(engine or Engine(), base_image)
-    except BuildError as exc:  # no engine (`render`), or the base would not run
-        progress.warn(f"the base image {base_image} could not be inspected ({str(exc).split('. ')[0]}), so the "
+        return base.inspect(engine, reference)
+    except (BuildError, UsageError) as exc:
+        progress.warn(f"the base image {reference} could not be inspected ({str(exc).split('. ')[0]}), so the "
                       "Debian packages for the wheels' shared libraries are chosen as if it held only what "
                       "every glibc image has: the image may get packages the base already has.")
-    result = system_libs.resolve(needs, base[0], base[1], cache.debs(), progress)
+        return None
+
+
+def _system_packages(pins: list[Pin], requested: tuple[str, ...], facts: base.BaseFacts | None,
+                     progress: Progress) -> SystemNeeds:
+    """Debian packages: those asked for (system_packages), and those for the shared libraries the
+    wheels need and the base image lacks."""
+    needs = system_libs.wheel_needs([cache.wheels() / pin.wheel for pin in pins])
+    if not needs and not requested:
+        return SystemNeeds()
+    result = system_libs.resolve(needs, facts.sonames if facts else None, facts.packages if facts else None,
+                                 cache.debs(), progress, requested)
     for package in result.packages:
         progress.detail(f"system package {package.name} {package.version}: for {', '.join(package.needed_by)}")
     for soname, users in result.unplaced.items():
@@ -186,7 +213,7 @@ def _freeze_and_render(capture: Capture, options: Options, progress: Progress, e
 
     def fill(staging: Path) -> None:
         render.render(capture, frozen, server_pins, staging, tag, options, stale)
-        deploy.write(staging, capture, frozen, tag, options.port)
+        deploy.write(staging, capture, frozen, tag, options.port, labels=options.labels)
 
     written = output.replace(folder, capture.notebook, fill)
     if written.kept:
@@ -199,6 +226,8 @@ def run(options: Options, progress: Progress, capturer: Capturer | None = None) 
     """Render, build, and smoke-test; the report's verdict decides the tag, the push and deploy/."""
     capturer = capturer or notebook_capturer(options, progress)
     engine = None if options.no_build else Engine()  # before the notebook runs: fail in seconds
+    if engine is not None and options.base_image:
+        engine.inspect_image(options.base_image)  # a base the engine lacks, named now
     _check_output_early(options)
     with staging_dir() as staging:
         capture = capture_function(capturer, options, progress, staging)
@@ -234,7 +263,7 @@ def run(options: Options, progress: Progress, capturer: Capturer | None = None) 
     usage = report.smoke.usage if report.smoke else None
     if usage or report.pushed or not report.verdict.ok:  # sized by the smoke run, by digest, or marked
         deploy.write(rendered.folder, rendered.capture, rendered.frozen, report.pushed or rendered.tag,
-                     options.port, usage, report.verdict)
+                     options.port, usage, report.verdict, options.labels)
     return _written(report, options)
 
 
@@ -287,7 +316,7 @@ def _verify(engine: Engine, image: BuiltImage, capture: Capture, options: Option
                          "(or its front end does not say where it is). Save it and build with "
                          "`nb2container build NOTEBOOK --verify-notebook`.")
     return verify_notebook(engine, image.id, capture.notebook, capture.interpreter.python_version,
-                           options.platform, progress, options.timeout)
+                           options.platform, progress, options.timeout, options.base_image)
 
 
 def _written(report: BuildReport, options: Options) -> BuildReport:

@@ -15,22 +15,21 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import jinja2
+
 import nb2container
 from nb2container import cache, compare, deploy, openapi, sbom
+from nb2container.errors import UsageError
 from nb2container.model import Capture, FrozenEnvironment, Pin, SmokeCase
 from nb2container.options import Options
 from nb2container.report import short_value, where_label
 from nb2container.runtime.layout import IMAGE
-from nb2container.templating import environment
+from nb2container.templating import environment, overridden
 
 # Debian's and Ubuntu's library folder for each platform (where nvidia/cuda keeps cuDNN).
 MULTIARCH = {"linux/amd64": "x86_64-linux-gnu", "linux/arm64": "aarch64-linux-gnu"}
 
 RUNTIME_SOURCE = Path(__file__).resolve().parent / "runtime"  # the server runtime's files (IMAGE.runtime)
-
-
-def base_image(python_version: str) -> str:
-    return f"python:{python_version}-slim-bookworm"
 
 
 def default_tag(notebook: Path | None, function: str) -> str:
@@ -51,10 +50,13 @@ def render(capture: Capture, frozen: FrozenEnvironment, server_pins: list[Pin], 
                "batch_max_wait_ms": f"{options.batch_max_wait_ms:g}",
                "stale": [{"cell": where_label(case), "call": case.call, "stored": short_value(case.stored, 80),
                           "now": short_value(case.expected, 80)} for case in stale],
-               "sbom_file": sbom.FILE, "sbom_path": sbom.IMAGE_PATH}
-    (folder / sbom.FILE).write_text(sbom.text(capture, frozen, server_pins, base_image(frozen.python_version),
-                                              options.platform))
-    env = environment()
+               "sbom_file": sbom.FILE, "sbom_path": sbom.IMAGE_PATH,
+               "env": sorted(options.env.items()), "labels": sorted(options.labels.items()),
+               "requested_packages": list(options.system_packages),
+               "templates": str(options.templates) if options.templates else "",
+               "overridden": overridden(options.templates) if options.templates else []}
+    (folder / sbom.FILE).write_text(sbom.text(capture, frozen, server_pins, frozen.base, options.platform))
+    env = environment(options.templates)
     outputs = {
         "Dockerfile": "Dockerfile.j2",
         "README.md": "README.md.j2",
@@ -67,7 +69,7 @@ def render(capture: Capture, frozen: FrozenEnvironment, server_pins: list[Pin], 
     for target, template in outputs.items():
         path = folder / target
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(env.get_template(template).render(context))
+        path.write_text(_rendered(env, template, context, options.templates))
     compile((folder / "app/notebook_function.py").read_text(), "notebook_function.py", "exec")
     for name, file in zip(IMAGE.runtime, IMAGE.runtime_files, strict=True):  # importable beside the function
         shutil.copyfile(RUNTIME_SOURCE / f"{name}.py", folder / "app" / file)
@@ -85,6 +87,22 @@ def render(capture: Capture, frozen: FrozenEnvironment, server_pins: list[Pin], 
         link_or_copy(frozen.deb_dir, folder / "debs", [p.deb for p in frozen.system_packages])
         (folder / "debs/SHA256SUMS").write_text("".join(
             f"{p.sha256}  {p.deb}\n" for p in sorted(frozen.system_packages, key=lambda p: p.deb)))
+
+
+def _rendered(env: jinja2.Environment, template: str, context: dict[str, Any], overrides: Path | None) -> str:
+    """One template rendered; a mistake in a customized one is the user's to fix, so say where."""
+    try:
+        return env.get_template(template).render(context)
+    except jinja2.TemplateSyntaxError as exc:
+        where = f"{exc.filename or exc.name}, line {exc.lineno}"
+        raise UsageError(f"The template {where} is not valid Jinja2: {exc.message}. Fix it, then build "
+                         "again.") from None
+    except jinja2.UndefinedError as exc:
+        if overrides is None:
+            raise  # a packaged template's own mistake: a bug in nb2container
+        raise UsageError(f"Rendering {template} with the templates in {overrides} failed: {exc.message}. A "
+                         "template may use only what nb2container gives it: "
+                         f"{', '.join(sorted(context))}. Fix the name, then build again.") from None
 
 
 def link_or_copy(source: Path, target: Path, names: list[str]) -> None:
@@ -109,7 +127,9 @@ def _context(capture: Capture, frozen: FrozenEnvironment, tag: str, port: int) -
         "signature": spec.signature,
         "python_version": frozen.python_version,
         "python_minor": ".".join(frozen.python_version.split(".")[:2]),
-        "base_image": base_image(frozen.python_version),
+        "base_image": frozen.base,
+        "base_custom": frozen.base_image is not None,
+        "base_digest": frozen.base_digest or "",
         "tag": tag,
         "port": port,
         "pins": sorted(frozen.pins, key=lambda p: p.name),

@@ -15,11 +15,11 @@ import re
 import struct
 import subprocess
 import zipfile
+from collections.abc import Set
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nb2container.engine import Engine
-from nb2container.errors import FreezeError
+from nb2container.errors import FreezeError, UsageError
 from nb2container.model import SystemPackage
 from nb2container.progress import Progress
 
@@ -98,21 +98,21 @@ def wheel_needs(wheels: list[Path]) -> dict[str, list[str]]:
             if soname not in bundled and not _ALWAYS.match(soname)}
 
 
-def inspect_base(engine: Engine, base_image: str) -> tuple[set[str], set[str]]:
-    """The base image's sonames (``ldconfig -p``) and Debian packages; BuildError when it cannot run."""
-    listing = engine.run_command(base_image, ["ldconfig", "-p"], network=False)
-    packages = engine.run_command(base_image, ["dpkg-query", "-W", "-f", "${Package}\n"], network=False)
-    sonames = {line.split()[0] for line in listing.splitlines()[1:] if line.strip()}
-    return sonames, {name.split(":")[0] for name in packages.split()}
-
-
-def resolve(needs: dict[str, list[str]], present: set[str] | None, base_packages: set[str] | None,
-            cache: Path, progress: Progress) -> SystemNeeds:
-    """Debian packages for the libraries the base lacks, downloaded with their missing dependencies."""
+def resolve(needs: dict[str, list[str]], present: Set[str] | None, base_packages: Set[str] | None,
+            cache: Path, progress: Progress, requested: tuple[str, ...] = ()) -> SystemNeeds:
+    """Debian packages for the libraries the base lacks, and the ``requested`` ones (system_packages),
+    downloaded with their missing dependencies."""
     missing = {s: users for s, users in needs.items()
                if not _ALWAYS.match(s) and (present is None or s not in present)}
     result = SystemNeeds()
     wanted: dict[str, list[str]] = {}
+    unknown = [name for name in requested if not _known_package(name)]
+    if unknown:
+        raise UsageError(f"system_packages names {', '.join(unknown)}, which this machine's apt does not know "
+                         f"(Debian {'bookworm'}). Check the name (apt-cache search NAME), or run apt-get update, "
+                         "then build again.")
+    for name in requested:
+        wanted.setdefault(name, []).append("requested (system_packages)")
     for soname, users in missing.items():
         package = KNOWN_PACKAGES.get(soname) or _dpkg_owner(soname)
         if package is None:
@@ -121,13 +121,13 @@ def resolve(needs: dict[str, list[str]], present: set[str] | None, base_packages
             wanted.setdefault(package, []).extend(f"{soname} ({user})" for user in users[:2])
     if not wanted:
         return result
-    packages = _with_dependencies(sorted(wanted), base_packages or set())
+    packages = _with_dependencies(sorted(wanted), set(base_packages or ()))
     progress.step(f"Downloading Debian packages for system libraries: {', '.join(packages)}")
     cache.mkdir(parents=True, exist_ok=True)
     done = subprocess.run(["apt-get", "download", *packages], cwd=cache, capture_output=True, text=True,
                           check=False)
     if done.returncode != 0:
-        raise FreezeError(f"The Debian packages {', '.join(packages)} (for {', '.join(missing)}) could not "
+        raise FreezeError(f"The Debian packages {', '.join(packages)} could not "
                           f"be downloaded: {done.stderr.strip()[-300:]}. Run `apt-get update` and build again.")
     for package in packages:
         debs = sorted(cache.glob(f"{package}_*.deb"), key=lambda p: p.stat().st_mtime)
@@ -137,6 +137,12 @@ def resolve(needs: dict[str, list[str]], present: set[str] | None, base_packages
                                              hashlib.sha256(deb.read_bytes()).hexdigest(),
                                              tuple(wanted.get(package, []))))
     return result
+
+
+def _known_package(name: str) -> bool:
+    done = subprocess.run(["apt-cache", "show", "--no-all-versions", name], capture_output=True, text=True,
+                          check=False)
+    return done.returncode == 0 and "Package:" in done.stdout
 
 
 def _dpkg_owner(soname: str) -> str | None:

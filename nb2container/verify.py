@@ -23,8 +23,9 @@ import nbformat
 
 from nb2container import cache, wheelhouse
 from nb2container.engine import Engine
+from nb2container.model import default_base
 from nb2container.progress import Progress
-from nb2container.render import base_image, link_or_copy
+from nb2container.render import link_or_copy
 from nb2container.runtime.layout import IMAGE
 from nb2container.templating import environment
 
@@ -71,8 +72,9 @@ class VerifyReport:
 
 def verify_notebook(
     engine: Engine, image_id: str, notebook: Path, python_version: str, platform: str,
-    progress: Progress, timeout: int = 600,
+    progress: Progress, timeout: int = 600, base: str | None = None,
 ) -> VerifyReport:
+    """Re-run the notebook in a sibling of the image (its tools installed with ``base``'s pip)."""
     pins = wheelhouse.resolve(TOOLS, python_version, platform, progress)
     with tempfile.TemporaryDirectory(prefix="nb2container-verify-") as folder:
         context = Path(folder)
@@ -80,7 +82,7 @@ def verify_notebook(
         (context / "requirements.lock").write_text("".join(
             f"{pin.name}=={pin.version} --hash=sha256:{pin.sha256}\n" for pin in sorted(pins, key=lambda p: p.name)))
         (context / "Dockerfile").write_text(environment().get_template("Dockerfile.verify.j2").render(
-            image=image_id, base_image=base_image(python_version), layout=IMAGE, work=_WORK))
+            image=image_id, base_image=base or default_base(python_version), layout=IMAGE, work=_WORK))
         progress.step(f"Building a sibling image with a kernel and nbval, to re-run {notebook.name}")
         sibling = engine.build(context, progress, platform)
     progress.step(f"Re-running {notebook.name} inside the image's environment (nbval)")

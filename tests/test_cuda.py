@@ -22,12 +22,12 @@ import docker
 import pytest
 
 from nb2container import cuda, pipeline, render
-from nb2container.model import Capture, FrozenEnvironment, Pin
+from nb2container.model import Capture, FrozenEnvironment, Pin, default_base
 from nb2container.options import Options
 from nb2container.progress import SilentProgress
 from tests.conftest import NOTEBOOKS
 
-BASE = render.base_image(platform.python_version())
+BASE = default_base(platform.python_version())
 ENVIRONMENTS = json.loads((Path(__file__).parent / "environments" / "cuda.json").read_text())
 
 

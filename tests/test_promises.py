@@ -381,7 +381,7 @@ def test_compose_drops_capabilities_and_privileges(tmp_path: Path) -> None:
     text = environment().get_template("deploy/compose.yaml.j2").render(
         name="predict", image="x:1", port=8000, function="predict", notebook_name="nb.ipynb",
         notebook_sha256="0", sizing=__import__("nb2container.deploy", fromlist=["Sizing"]).Sizing.from_usage(None),
-        gpu=False, layout=IMAGE, prestop=5, termination_grace=40, secrets=[], failed="")
+        gpu=False, layout=IMAGE, prestop=5, termination_grace=40, secrets=[], failed="", labels=[], base_image="")
     service = yaml.safe_load(text)["services"]["predict"]
     assert service["cap_drop"] == ["ALL"] and service["read_only"] is True
     assert service["security_opt"] == ["no-new-privileges:true"] and service["user"] == IMAGE.user

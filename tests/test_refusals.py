@@ -17,12 +17,13 @@ from nbformat.v4 import new_code_cell, new_notebook
 from traitlets.config import Config
 
 from nb2container import cli as command_line
+from nb2container import config
 from nb2container.captured import read_raw
 from nb2container.errors import CaptureError
 from nb2container.kernel.capture import capture_to_file
 from nb2container.kernel.recorder import CallRecorder
 from nb2container.notebook import choose_function
-from nb2container.options import Options
+from nb2container.options import given_flags
 from tests.conftest import run_cli
 
 CASES = {
@@ -104,7 +105,8 @@ def test_refusal_names_the_culprit(case: str, shell: InteractiveShell, tmp_path:
     cells, flags, fragments = CASES[case]
     if any("numpy" in source for source in cells):
         pytest.importorskip("numpy", reason="the case's cells import numpy (the notebooks' extra)")
-    options = Options.from_namespace(command_line.parser().parse_args(["render", "nb.ipynb", *flags]))
+    options = config.resolve(given_flags(command_line.parser().parse_args(["render", "nb.ipynb", *flags])),
+                             tmp_path, environ={}, notebook=None).options
     try:
         function = choose_function(notebook(cells), options.function, Path(f"{case}.ipynb"))
         CallRecorder(shell, function).install()  # what kernel/session.start does
