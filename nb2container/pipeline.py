@@ -192,7 +192,8 @@ def _system_packages(pins: list[Pin], requested: tuple[str, ...], facts: base.Ba
     result = system_libs.resolve(needs, facts.sonames if facts else None, facts.packages if facts else None,
                                  cache.debs(), progress, requested)
     for package in result.packages:
-        progress.detail(f"system package {package.name} {package.version}: for {', '.join(package.needed_by)}")
+        why = ", ".join(package.needed_by) or "a dependency of the others"
+        progress.detail(f"system package {package.name} {package.version}: for {why}")
     for soname, users in result.unplaced.items():
         progress.warn(f"{', '.join(users[:2])} needs the shared library {soname}, which the base image lacks "
                       "and no known Debian package provides: the image may fail to import it. Add the "

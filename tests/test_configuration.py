@@ -286,3 +286,10 @@ def test_a_base_that_cannot_work_is_refused_before_the_build(
     assert "Building the image" not in result.stderr and not (tmp_path / "build").exists()
     with pytest.raises(docker.errors.ImageNotFound):
         docker_client.images.get("nb2c-test/never-built:1")
+
+
+def test_every_setting_is_documented_in_the_readme() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("## Configuration"):readme.index("## Command line")]
+    missing = [key for key in config.KEYS if f"`{key}`" not in section and f"{key} =" not in section]
+    assert missing == []
