@@ -185,3 +185,19 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def stdlib_capture(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any, Any]:
+    """A real capture and freeze of a notebook that needs no package (a real kernel, no engine
+    needed), for tests that render it: (Capture, FrozenEnvironment, the server's pins)."""
+    from nb2container import pipeline
+    from nb2container.options import Options
+    from nb2container.progress import SilentProgress
+
+    options = Options(notebook=NOTEBOOKS / "zero_arguments.ipynb")
+    progress = SilentProgress()
+    capture = pipeline.capture_function(pipeline.notebook_capturer(options, progress), options, progress,
+                                        tmp_path_factory.mktemp("staging"))
+    frozen = pipeline._freeze(capture, options, progress, None)
+    return capture, frozen, pipeline.server_runtime(frozen.python_version, options.platform, progress)

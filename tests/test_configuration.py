@@ -12,6 +12,7 @@ import re
 import shutil
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
@@ -20,6 +21,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 from nb2container import base, config, render
 from nb2container.errors import UsageError
 from nb2container.model import Pin
+from nb2container.options import Options
 from nb2container.templating import environment
 from tests.conftest import NOTEBOOKS, cli, run_cli
 
@@ -168,6 +170,46 @@ def test_a_template_with_an_undefined_variable_fails_naming_it(tmp_path: Path) -
     (tmp_path / "README.md.j2").write_text("{% if %}\n")
     with pytest.raises(UsageError, match="is not valid Jinja2"):
         render._rendered(environment(tmp_path), "README.md.j2", {}, tmp_path)
+
+
+INSTRUCTIONS = ("FROM", "RUN", "COPY", "ENV", "LABEL", "WORKDIR", "USER", "EXPOSE", "HEALTHCHECK", "STOPSIGNAL",
+                "CMD", "ARG")
+
+
+def well_formed(dockerfile: str) -> list[str]:
+    """Lines that are neither an instruction, a comment, nor the continuation of a line ending in \\."""
+    wrong, continued = [], False
+    for line in dockerfile.splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#") and not continued and stripped.split()[0] not in INSTRUCTIONS:
+            wrong.append(line)
+        continued = stripped.endswith("\\") or (continued and not stripped)
+    return wrong
+
+
+@pytest.mark.kernel
+def test_env_labels_and_blocks_render_into_a_well_formed_dockerfile(stdlib_capture: Any, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    capture, frozen, server_pins = stdlib_capture
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "Dockerfile.j2").write_text('{% extends "nb2container/Dockerfile.j2" %}\n'
+                                             "{% block final %}\nLABEL com.example.final=\"{{ function }}\"\n"
+                                             "{% endblock %}\n")
+    options = Options(notebook=None, env={"A": "1 $HOME", "B": 'say "hi"'}, labels={"com.example.team": "x"},
+                      templates=templates)
+    folder = tmp_path / "build"
+    folder.mkdir()
+    render.render(capture, replace(frozen, base_image="company/python:1", base_digest="sha256:abc"), server_pins,
+                  folder, "t:1", options, [])
+    dockerfile = (folder / "Dockerfile").read_text()
+    assert well_formed(dockerfile) == []
+    assert 'ENV A="1 \\$HOME"' in dockerfile and 'ENV B="say \\"hi\\""' in dockerfile
+    assert 'com.example.team="x"' in dockerfile and "FROM company/python:1" in dockerfile
+    assert 'org.opencontainers.image.base.digest="sha256:abc"' in dockerfile
+    assert dockerfile.rstrip().endswith('LABEL com.example.final="' + capture.spec.function + '"')
+    assert f"Templates customized from `{templates}`: Dockerfile.j2" in (folder / "README.md").read_text()
 
 
 # --- the magic reads the same configuration (a real kernel) --------------------------------------

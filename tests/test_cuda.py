@@ -21,11 +21,9 @@ from pathlib import Path
 import docker
 import pytest
 
-from nb2container import cuda, pipeline, render
+from nb2container import cuda, render
 from nb2container.model import Capture, FrozenEnvironment, Pin, default_base
 from nb2container.options import Options
-from nb2container.progress import SilentProgress
-from tests.conftest import NOTEBOOKS
 
 BASE = default_base(platform.python_version())
 ENVIRONMENTS = json.loads((Path(__file__).parent / "environments" / "cuda.json").read_text())
@@ -91,17 +89,6 @@ def test_probe_reads_real_nvidia_wheels_and_framework_files(tmp_path: Path) -> N
 
 
 Captured = tuple[Capture, FrozenEnvironment, list[Pin]]
-
-
-@pytest.fixture(scope="module")
-def stdlib_capture(tmp_path_factory: pytest.TempPathFactory) -> Captured:
-    """A real capture and freeze of a notebook that needs no package, rendered per environment below."""
-    options = Options(notebook=NOTEBOOKS / "zero_arguments.ipynb")
-    progress = SilentProgress()
-    capture = pipeline.capture_function(pipeline.notebook_capturer(options, progress), options, progress,
-                                        tmp_path_factory.mktemp("staging"))
-    frozen = pipeline._freeze(capture, options, progress, None)
-    return capture, frozen, pipeline.server_runtime(frozen.python_version, options.platform, progress)
 
 
 def rendered_with(captured: Captured, name: str | None, folder: Path) -> Path:
