@@ -27,7 +27,6 @@ MARKER = ".nb2container"  # JSON: the version that wrote the folder and every fi
 @dataclass(frozen=True)
 class Written:
     folder: Path
-    files: tuple[str, ...]  # what this build wrote, relative to the folder
     kept: tuple[str, ...]  # files nb2container did not write, left as they were
 
 
@@ -107,7 +106,7 @@ def replace(folder: Path, notebook: Path | None, fill: Callable[[Path], None]) -
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     kept = tuple(sorted(existing - ours))
-    return Written(folder, tuple(new), kept)
+    return Written(folder, kept)
 
 
 def _files(folder: Path) -> list[str]:
