@@ -181,9 +181,9 @@ def well_formed(dockerfile: str) -> list[str]:
     wrong, continued = [], False
     for line in dockerfile.splitlines():
         stripped = line.strip()
-        if stripped and not stripped.startswith("#") and not continued and stripped.split()[0] not in INSTRUCTIONS:
-            wrong.append(line)
-        elif re.search(r"\\\s+\S", stripped):  # a continuation that is not at the end of its line
+        stray = bool(stripped) and not stripped.startswith("#") and not continued \
+            and stripped.split()[0] not in INSTRUCTIONS
+        if stray or re.search(r"\\\s+\S", stripped):  # or a continuation that is not at the end of its line
             wrong.append(line)
         continued = stripped.endswith("\\") or (continued and not stripped)
     return wrong
