@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from packaging.utils import parse_wheel_filename
 from packaging.version import Version
 
-from nb2container.engine import Engine
+from nb2container.engines import ContainerEngine
 from nb2container.errors import UsageError
 from nb2container.model import Pin, default_base
 
@@ -66,7 +66,7 @@ class BaseFacts:
         return self.os_id == "debian" or "debian" in self.os_like
 
 
-def inspect(engine: Engine, reference: str) -> BaseFacts:
+def inspect(engine: ContainerEngine, reference: str) -> BaseFacts:
     """Run the inspection script in ``reference`` (no network). BuildError when it cannot run at all."""
     image = engine.inspect_image(reference)
     output = engine.run_command(reference, ["sh", "-c", _SCRIPT], network=False)

@@ -11,7 +11,7 @@ import json
 
 from packaging.utils import canonicalize_name
 
-from nb2container.engine import Engine
+from nb2container.engines import ContainerEngine
 from nb2container.model import FrozenEnvironment
 
 # What `python -m venv` itself installs; not part of any closure.
@@ -41,7 +41,7 @@ def differences(frozen: FrozenEnvironment, python: str, installed: dict[str, str
     return found
 
 
-def check(engine: Engine, image: str, frozen: FrozenEnvironment) -> list[str]:
+def check(engine: ContainerEngine, image: str, frozen: FrozenEnvironment) -> list[str]:
     """Every package (or the Python) that drifted from the lock; the report's verdict fails on any."""
     output = engine.run_command(image, ["python", "-c", _PROBE], network=False)
     probe = json.loads(output.strip().splitlines()[-1])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import socket
 import tarfile
@@ -13,7 +14,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import docker
 import docker.errors
@@ -27,14 +28,43 @@ from nb2container.progress import Progress
 _LOG_TAIL_LINES = 25
 
 
+# A request made from inside the container, for an engine whose containers this machine cannot
+# reach (a remote one): argv is port, timeout, method, path[, JSON body]; prints status and body.
+_CLIENT = """import http.client, json, sys
+port, timeout, method, path = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3], sys.argv[4]
+try:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    connection.request(method, path, body=sys.argv[5].encode() if len(sys.argv) > 5 else None,
+                       headers={"Content-Type": "application/json"})
+    answer = connection.getresponse()
+    print(json.dumps({"status": answer.status, "body": answer.read().decode()}))
+except OSError:
+    print(json.dumps({"status": 0, "body": ""}))
+"""
+
+
 @dataclass
 class RunningContainer:
+    """A container ``serve`` started, reached at ``url`` on this machine, or through the engine
+    (``url`` empty: a remote engine, whose published ports are not on this machine's loopback)."""
+
     container: Any
     url: str
     started: float = 0.0  # time.monotonic() when it was started
+    port: int = 8000  # the server's port inside the container
 
     def logs(self) -> str:
         return self.container.logs().decode(errors="replace")
+
+    def status(self) -> str:
+        self.container.reload()
+        return str(self.container.status)
+
+    def request(self, method: str, path: str, body: Any = None, timeout: float = 60) -> tuple[int, Any]:
+        if self.url:
+            return http_json(method, self.url + path, body, timeout)
+        done = self.container.exec_run(request_inside(self.port, method, path, body, timeout))
+        return answer_inside(bytes(done.output))
 
     def usage(self) -> Usage:
         """Memory peak and CPU time so far (cgroup v1 keeps the peak; v2 only the current use)."""
@@ -43,6 +73,41 @@ class RunningContainer:
         cpu = stats.get("cpu_stats", {}).get("cpu_usage", {})
         return Usage(int(memory.get("max_usage") or memory.get("usage") or 0),
                      cpu.get("total_usage", 0) / 1e9, time.monotonic() - self.started)
+
+
+def request_inside(port: int, method: str, path: str, body: Any, timeout: float) -> list[str]:
+    """The command that makes a request from inside the container (to its own loopback)."""
+    return ["python", "-I", "-S", "-c", _CLIENT, str(port), str(timeout), method, path,
+            *([] if body is None else [json.dumps(body)])]
+
+
+def answer_inside(output: bytes) -> tuple[int, Any]:
+    """What ``request_inside`` printed, as (status, decoded answer); 0 when no answer came."""
+    try:
+        answer = json.loads(output.decode(errors="replace").strip().splitlines()[-1])
+        return int(answer["status"]), _json(answer["body"].encode())
+    except (ValueError, IndexError, KeyError, AttributeError):
+        return 0, None
+
+
+def http_json(method: str, url: str, body: Any = None, timeout: float = 60) -> tuple[int, Any]:
+    """A JSON request to a container this machine reaches: (status, decoded answer); 0 when none came."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, _json(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, _json(error.read())
+    except OSError:
+        return 0, None
+
+
+def _json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw or b"null")
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -59,9 +124,18 @@ class JobResult:
 
 
 class Engine:
+    """The Docker Engine API (the docker SDK): a local Docker, Podman's Docker-compatible service, or a
+    remote engine named by DOCKER_HOST (ssh://user@host, tcp:// with TLS)."""
+
     def __init__(self, client: docker.DockerClient | None = None) -> None:
+        host = os.environ.get("DOCKER_HOST", "")
+        # An engine reached over ssh, or over tcp on another machine, runs containers whose ports are
+        # not on this machine's loopback: the smoke test reaches them through the engine.
+        self.remote = host.startswith("ssh://") or (
+            host.startswith("tcp://") and host[6:].split(":")[0] not in ("127.0.0.1", "localhost"))
+        self.name = f"docker ({host})" if host else "docker"
         try:
-            self.client = client or docker.from_env()
+            self.client = client or docker.from_env(use_ssh_client=host.startswith("ssh://"))
             self.client.ping()
         except docker.errors.DockerException as exc:
             where = f"DOCKER_HOST={os.environ['DOCKER_HOST']}" if os.environ.get("DOCKER_HOST") else \
@@ -228,7 +302,7 @@ class Engine:
             devices = [docker.types.DeviceRequest(count=count, capabilities=[["gpu"]])]
         try:
             container = self.client.containers.run(
-                image, detach=True, ports={f"{port}/tcp": ("127.0.0.1", host_port)},
+                image, detach=True, ports=None if self.remote else {f"{port}/tcp": ("127.0.0.1", host_port)},
                 labels={"io.nb2container.smoke": "1"}, device_requests=devices or None,
                 environment=environment or None,
             )
@@ -236,30 +310,36 @@ class Engine:
             raise SmokeTestError(f"The engine could not start the image: {exc.explanation}"
                                  + (" (were GPUs asked for with --gpus on a machine without them?)"
                                     if gpus else "")) from None
-        running = RunningContainer(container, f"http://127.0.0.1:{host_port}", time.monotonic())
+        url = "" if self.remote else f"http://127.0.0.1:{host_port}"  # remote: reached through the engine
+        running = RunningContainer(container, url, time.monotonic(), port)
         try:
-            _wait_ready(running, ready_timeout)
+            wait_ready(running, ready_timeout)
             yield running
         finally:
             with contextlib.suppress(docker.errors.APIError):
                 container.remove(force=True)
 
 
-def _wait_ready(running: RunningContainer, timeout: float) -> None:
+class Served(Protocol):
+    """What ``serve`` yields, whichever engine started it."""
+
+    def logs(self) -> str: ...
+    def status(self) -> str: ...
+    def request(self, method: str, path: str, body: Any = None, timeout: float = 60) -> tuple[int, Any]: ...
+    def usage(self) -> Usage: ...
+
+
+def wait_ready(running: Served, timeout: float) -> None:
+    """Until /ready answers 200; an error with the log's tail when the container stops or never is."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        running.container.reload()
-        if running.container.status in ("exited", "dead"):
+        if running.status() in ("exited", "dead", "stopped", "gone"):
             raise SmokeTestError(
                 "The container stopped before it was ready. Its log ends with:\n"
                 + "\n".join(running.logs().splitlines()[-_LOG_TAIL_LINES:])
             )
-        try:
-            with urllib.request.urlopen(running.url + "/ready", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, OSError):
-            pass
+        if running.request("GET", "/ready", timeout=2)[0] == 200:
+            return
         time.sleep(0.3)
     raise SmokeTestError(
         f"The container was not ready after {timeout:.0f} s. Its log ends with:\n"

@@ -51,6 +51,7 @@ class Options:
     env: dict[str, str] = field(default_factory=dict)  # ENV in the image
     labels: dict[str, str] = field(default_factory=dict)  # LABEL on the image
     templates: Path | None = None  # a folder of Jinja2 templates extending the packaged ones by blocks
+    engine: str = "auto"  # docker | podman | buildah, or the first that answers (engines.AUTO_ORDER)
 
     def capture_request(self, function: str, staging: Path) -> CaptureRequest:
         """What the kernel is asked to capture (the CLI's fresh kernel and the magic's live one)."""
@@ -193,6 +194,11 @@ FLAGS: tuple[Flag, ...] = (
         "type": Path, "metavar": "FOLDER",
         "help": "a folder of Jinja2 templates that extend the packaged ones by their blocks "
                 "({%% extends \"nb2container/Dockerfile.j2\" %%})"}),
+    Flag(("--engine",), _ALL, {
+        "choices": ["auto", "docker", "podman", "buildah"],
+        "help": "what builds and runs the image: the Docker Engine API (local, Podman's service, or the remote "
+                "engine DOCKER_HOST names), Podman, or Buildah (with Podman to run the smoke test); auto "
+                "(the default): the first of docker, podman, buildah that answers"}),
     Flag(("--report",), _SMOKES, {"type": Path, "help": "write the JSON report here"}),
     Flag(("--junit",), _SMOKES, {"type": Path, "metavar": "FILE",
                                  "help": "write the smoke test (and --verify-notebook) as JUnit XML"}),

@@ -27,7 +27,8 @@ from nb2container import (
     system_libs,
     wheelhouse,
 )
-from nb2container.engine import Engine, split_tag
+from nb2container.engine import split_tag
+from nb2container.engines import ContainerEngine, connect, connect_if_any
 from nb2container.errors import BuildError, UsageError
 from nb2container.model import BuiltImage, Capture, FrozenEnvironment, Pin, SmokeCase, SmokeReport, default_base
 from nb2container.options import Options
@@ -132,7 +133,8 @@ def _check_output_early(options: Options) -> None:
         output.check(folder, options.notebook)
 
 
-def _freeze(capture: Capture, options: Options, progress: Progress, engine: Engine | None) -> FrozenEnvironment:
+def _freeze(capture: Capture, options: Options, progress: Progress,
+            engine: ContainerEngine | None) -> FrozenEnvironment:
     closure = freeze.closure(capture.interpreter, capture.modules)
     if closure.unmapped_modules:
         progress.warn("modules that no installed distribution provides (not locked): "
@@ -155,17 +157,15 @@ def _freeze(capture: Capture, options: Options, progress: Progress, engine: Engi
 
 
 def _base_facts(options: Options, python_version: str, pins: list[Pin], progress: Progress,
-                engine: Engine | None) -> base.BaseFacts | None:
+                engine: ContainerEngine | None) -> base.BaseFacts | None:
     """The base inspected (a custom one refused here if it cannot work), or None without an engine."""
     reference = options.base_image or default_base(python_version)
-    if engine is None:
-        try:
-            engine = Engine()
-        except BuildError:  # `render` without an engine
-            if options.base_image:
-                progress.warn(f"the base image {reference} was not inspected (no engine answers): its Python, C "
-                              "library and distribution are checked when an engine builds it")
-            return None
+    engine = engine or connect_if_any(options.engine)
+    if engine is None:  # `render` without an engine
+        if options.base_image:
+            progress.warn(f"the base image {reference} was not inspected (no engine answers): its Python, C "
+                          "library and distribution are checked when an engine builds it")
+        return None
     if options.base_image:
         progress.step(f"Inspecting the base image {reference}")
         facts = base.inspect(engine, reference)
@@ -201,7 +201,7 @@ def _system_packages(pins: list[Pin], requested: tuple[str, ...], facts: base.Ba
     return result
 
 
-def _freeze_and_render(capture: Capture, options: Options, progress: Progress, engine: Engine | None,
+def _freeze_and_render(capture: Capture, options: Options, progress: Progress, engine: ContainerEngine | None,
                        stale: list[SmokeCase]) -> Rendered:
     frozen = _freeze(capture, options, progress, engine)
     pins = frozen.pins
@@ -226,7 +226,7 @@ def _freeze_and_render(capture: Capture, options: Options, progress: Progress, e
 def run(options: Options, progress: Progress, capturer: Capturer | None = None) -> BuildReport:
     """Render, build, and smoke-test; the report's verdict decides the tag, the push and deploy/."""
     capturer = capturer or notebook_capturer(options, progress)
-    engine = None if options.no_build else Engine()  # before the notebook runs: fail in seconds
+    engine = None if options.no_build else connect(options.engine)  # before the notebook runs: in seconds
     if engine is not None and options.base_image:
         engine.inspect_image(options.base_image)  # a base the engine lacks, named now
     _check_output_early(options)
@@ -242,7 +242,8 @@ def run(options: Options, progress: Progress, capturer: Capturer | None = None) 
     report.cuda = asdict(rendered.frozen.cuda) if rendered.frozen.cuda else None
     if engine is None:
         return _written(report, options)
-    progress.step(f"Building the image from {rendered.folder}")
+    report.engine = engine.name
+    progress.step(f"Building the image from {rendered.folder} with {engine.name}")
     image = engine.build(rendered.folder, progress, options.platform)
     report.image_id, report.size_bytes = image.id, image.size_bytes
     progress.step("Checking the image's Python and packages against the lock")
@@ -268,7 +269,7 @@ def run(options: Options, progress: Progress, capturer: Capturer | None = None) 
     return _written(report, options)
 
 
-def _prove(engine: Engine, image: BuiltImage, capture: Capture, options: Options, progress: Progress,
+def _prove(engine: ContainerEngine, image: BuiltImage, capture: Capture, options: Options, progress: Progress,
            report: BuildReport) -> None:
     """The smoke test and --verify-notebook, into the report."""
     if options.no_smoke:
@@ -283,7 +284,7 @@ def test_image(options: Options, image_reference: str, progress: Progress,
                capturer: Capturer | None = None) -> BuildReport:
     """Smoke an existing image against the notebook's calls (``nb2container test``)."""
     capturer = capturer or notebook_capturer(options, progress)
-    engine = Engine()
+    engine = connect(options.engine)
     image = engine.inspect(image_reference)  # before the notebook runs
     with staging_dir() as staging:
         capture = capture_function(capturer, options, progress, staging)
@@ -291,11 +292,12 @@ def test_image(options: Options, image_reference: str, progress: Progress,
     if report.stale and not options.allow_stale:
         progress.warn(stale_message(report.stale, capture, building=False))
     report.image, report.image_id, report.size_bytes = image_reference, image.id, image.size_bytes
+    report.engine = engine.name
     _prove(engine, image, capture, options, progress, report)
     return _written(report, options)
 
 
-def smoke(engine: Engine, image: BuiltImage, capture: Capture, options: Options,
+def smoke(engine: ContainerEngine, image: BuiltImage, capture: Capture, options: Options,
           progress: Progress) -> SmokeReport:
     replayed = sum(example.source == "cell" for example in capture.examples)
     if not capture.examples:
@@ -308,7 +310,7 @@ def smoke(engine: Engine, image: BuiltImage, capture: Capture, options: Options,
                       environment=capture.secret_values)
 
 
-def _verify(engine: Engine, image: BuiltImage, capture: Capture, options: Options,
+def _verify(engine: ContainerEngine, image: BuiltImage, capture: Capture, options: Options,
             progress: Progress) -> VerifyReport | None:
     if not options.verify_notebook:
         return None

@@ -48,6 +48,7 @@ class BuildReport:
     stale: list[SmokeCase] = field(default_factory=list)  # calls whose saved output the code no longer gives
     allow_stale: bool = False  # --allow-stale: shipped anyway
     drift: list[str] = field(default_factory=list)  # how the image differs from the lock
+    engine: str | None = None  # what built and ran the image (docker, podman, buildah; engines.py)
 
     @property
     def verdict(self) -> Verdict:
@@ -78,6 +79,7 @@ class BuildReport:
             "system_packages": self.system_packages,
             "cuda": self.cuda,
             "pushed": self.pushed,
+            "engine": self.engine,
             "verdict": self.verdict.to_dict(),
             "stale": {"allowed": self.allow_stale, "count": len(self.stale),
                       "cases": [asdict(case) for case in self.stale]},

@@ -14,18 +14,16 @@ re-run the notebook:
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from typing import Any
 
 from nb2container.compare import Unparseable, difference, parse_display_text, text_difference
-from nb2container.engine import Engine
+from nb2container.engines import ContainerEngine
 from nb2container.model import Example, SmokeCase, SmokeReport
 from nb2container.progress import Progress
 
 
 def smoke_test(
-    engine: Engine,
+    engine: ContainerEngine,
     image: str,
     examples: tuple[Example, ...],
     function: str,
@@ -39,11 +37,11 @@ def smoke_test(
     report = SmokeReport()
     progress.step(f"Smoke test: running the image and replaying {len(examples)} call(s)")
     with engine.serve(image, port, gpus=gpus, environment=environment) as running:
-        report.health = _get(running.url + "/health") == 200
+        report.health = running.request("GET", "/health", timeout=5)[0] == 200
         for example in examples:
             case = smoke_case(example, function)
             if not case.skipped:
-                status, answer = post_json(running.url + "/predict", case.request)
+                status, answer = running.request("POST", "/predict", case.request)
                 _judge(case, status, answer, rel_tol, abs_tol)
             report.cases.append(case)
         report.usage = running.usage()
@@ -109,27 +107,3 @@ def _judge(case: SmokeCase, status: int, answer: Any, rel_tol: float, abs_tol: f
         found = text_difference(case.expected_stdout, case.actual_stdout or "", rel_tol, abs_tol)
         case.difference = f"what it printed differs: {found}" if found else None
     case.passed = case.difference is None
-
-
-def post_json(url: str, body: Any, timeout: float = 60) -> tuple[int, Any]:
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.loads(response.read() or b"null")
-    except urllib.error.HTTPError as error:
-        try:
-            return error.code, json.loads(error.read() or b"null")
-        except ValueError:
-            return error.code, None
-
-
-def _get(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as error:
-        return int(error.code)
-    except OSError:
-        return 0

@@ -22,7 +22,7 @@ from xml.etree import ElementTree
 import nbformat
 
 from nb2container import cache, wheelhouse
-from nb2container.engine import Engine
+from nb2container.engines import ContainerEngine
 from nb2container.model import default_base
 from nb2container.progress import Progress
 from nb2container.render import link_or_copy
@@ -71,7 +71,7 @@ class VerifyReport:
 
 
 def verify_notebook(
-    engine: Engine, image_id: str, notebook: Path, python_version: str, platform: str,
+    engine: ContainerEngine, image_id: str, notebook: Path, python_version: str, platform: str,
     progress: Progress, timeout: int = 600, base: str | None = None,
 ) -> VerifyReport:
     """Re-run the notebook in a sibling of the image (its tools installed with ``base``'s pip)."""

@@ -8,10 +8,13 @@ python=${NB2C_PYTHON:-python3}
 if [ ! -x "$venv/bin/python" ]; then
     "$python" -m venv "$venv"
 fi
-# The push test runs a registry of its own (Debian's docker-registry); wrk drives bench/serve.py.
+# The push test runs a registry of its own (Debian's docker-registry); wrk drives bench/serve.py;
+# the remote-engine test runs an sshd of its own on loopback (openssh-server, and the client).
 missing=()
 command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+command -v ssh >/dev/null 2>&1 || missing+=(openssh-client)
 if [ ${#missing[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q >&2

@@ -17,8 +17,11 @@ scripts/setup-dev.sh
 .venv/bin/ruff check nb2container tests bench
 .venv/bin/mypy
 if [ "$fast" = 1 ]; then
+    # No engine in this tier: with Podman installed, `--engine auto` would find the user's own store.
+    export NB2CONTAINER_ENGINE=docker
     exec .venv/bin/python -m pytest -m "not engine" tests "$@"
 fi
 eval "$(scripts/engine.sh)"
+eval "$(scripts/podman.sh)"
 export NB2C_REQUIRE_ENGINE=1
 exec .venv/bin/python -m pytest --nbval tests notebooks "$@"

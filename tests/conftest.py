@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,7 +47,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 # fixtures is marked by it whether or not its module says so, so that the fast tier
 # (-m "not engine") can never start a build.
 ENGINE_FIXTURES = frozenset({"docker_client", "notebook_builds", "house_build", "registry", "faults",
-                             "batched_house", "magic_run"})
+                             "batched_house", "magic_run", "podman_store", "ssh_engine"})
 KERNEL_FIXTURES = frozenset({"stdlib_capture"})
 
 
@@ -158,8 +159,6 @@ def house_build(notebook_builds: NotebookBuilds) -> Built:
 def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real registry on loopback (Debian's docker-registry, installed by scripts/setup-dev.sh);
     the engine treats 127.0.0.0/8 registries as insecure, so plain HTTP is fine."""
-    import shutil
-    import time
     import urllib.request
 
     from nb2container.engine import free_port
@@ -201,3 +200,64 @@ def stdlib_capture(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any, 
                                         tmp_path_factory.mktemp("staging"))
     frozen = pipeline._freeze(capture, options, progress, None)
     return capture, frozen, pipeline.server_runtime(frozen.python_version, options.platform, progress)
+
+
+@pytest.fixture(scope="session")
+def podman_store() -> dict[str, str]:
+    """The private Podman/Buildah configuration and store (scripts/podman.sh, run by scripts/test.sh)."""
+    found = {name: os.environ[name] for name in ("CONTAINERS_CONF", "CONTAINERS_STORAGE_CONF") if name in os.environ}
+    if len(found) < 2 or not shutil.which("podman") or not shutil.which("buildah"):
+        if os.environ.get("NB2C_REQUIRE_ENGINE"):
+            pytest.fail("the private Podman store is required: run eval \"$(scripts/podman.sh)\" first")
+        pytest.skip('no private Podman store: run eval "$(scripts/podman.sh)" first')
+    return found
+
+
+@pytest.fixture(scope="session")
+def ssh_engine(docker_client: docker.DockerClient,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """The private engine as a remote one: an sshd of its own on loopback (its own keys, config and
+    known hosts; nothing of the user's), whose sessions get DOCKER_HOST of the private engine, and an
+    `ssh` first on PATH that uses that configuration. Yields the environment for the CLI."""
+    from nb2container.engine import free_port
+
+    sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+    if not Path(sshd).is_file():
+        pytest.fail("sshd is missing: run scripts/setup-dev.sh")
+    folder = tmp_path_factory.mktemp("ssh")
+    for key in ("host_key", "client_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / key)], check=True)
+    (folder / "authorized_keys").write_text((folder / "client_key.pub").read_text())
+    port = free_port()
+    Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
+    (folder / "sshd_config").write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {folder / 'host_key'}\n"
+        f"AuthorizedKeysFile {folder / 'authorized_keys'}\nPasswordAuthentication no\n"
+        f"PermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\nPidFile {folder / 'sshd.pid'}\n"
+        f"SetEnv DOCKER_HOST={os.environ['DOCKER_HOST']}\n")
+    host_key = (folder / "host_key.pub").read_text().split()
+    (folder / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
+    (folder / "ssh_config").write_text(
+        f"Host *\n  IdentityFile {folder / 'client_key'}\n  UserKnownHostsFile {folder / 'known_hosts'}\n"
+        "  StrictHostKeyChecking yes\n  BatchMode yes\n")
+    (folder / "bin").mkdir()
+    wrapper = folder / "bin" / "ssh"
+    wrapper.write_text(f"#!/bin/sh\nexec {shutil.which('ssh')} -F {folder / 'ssh_config'} \"$@\"\n")
+    wrapper.chmod(0o755)
+    process = subprocess.Popen([sshd, "-D", "-e", "-f", str(folder / "sshd_config")],
+                               stderr=open(folder / "sshd.log", "w"))  # noqa: SIM115 - lives as long as sshd
+    try:
+        environment = {"DOCKER_HOST": f"ssh://root@127.0.0.1:{port}",
+                       "PATH": f"{folder / 'bin'}:{os.environ['PATH']}"}
+        for _ in range(50):
+            done = subprocess.run(["ssh", "-p", str(port), "root@127.0.0.1", "docker", "version"],
+                                  env={**os.environ, **environment}, capture_output=True, check=False)
+            if done.returncode == 0:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail(f"the loopback sshd does not answer: {done.stderr.decode()[-500:]}")
+        yield environment
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

@@ -14,8 +14,7 @@ import pytest
 from packaging.utils import canonicalize_name
 
 from nb2container.compare import parse_display_text
-from nb2container.engine import Engine
-from nb2container.smoke import post_json
+from nb2container.engine import Engine, http_json
 from tests.conftest import NOTEBOOKS, Built, run_cli
 
 
@@ -77,7 +76,7 @@ def test_running_image_answers_like_the_notebook(house_build: Built) -> None:
         with urllib.request.urlopen(base + "/openapi.json", timeout=5) as response:
             served = json.loads(response.read())
         assert served == json.loads((house_build.folder / "app/openapi.json").read_text())
-        status, answer = post_json(base + "/predict", {"area_sqft": 1500, "num_bedrooms": 3})
+        status, answer = http_json("POST", base + "/predict", {"area_sqft": 1500, "num_bedrooms": 3})
         assert status == 200 and answer["result"] == parse_display_text(stored_output(6))
         bad = urllib.request.Request(base + "/predict", data=b"{not json",  # raw: post_json sends JSON
                                      headers={"Content-Type": "application/json"})
@@ -86,7 +85,7 @@ def test_running_image_answers_like_the_notebook(house_build: Built) -> None:
             raise AssertionError("malformed JSON was accepted")
         except urllib.error.HTTPError as error:
             assert error.code == 400 and "error" in json.loads(error.read())
-        status, answer = post_json(base + "/predict", {"area_sqft": 1, "rooms": 2})
+        status, answer = http_json("POST", base + "/predict", {"area_sqft": 1, "rooms": 2})
         assert status == 422 and "rooms" in answer["error"]
 
 

@@ -245,23 +245,22 @@ def test_stale_printed_output_of_several_calls_fails_the_build(
 
 
 def test_served_contract_restores_types_and_refuses_what_does_not_fit(notebook_builds: NotebookBuilds) -> None:
-    from nb2container.engine import Engine
-    from nb2container.smoke import post_json
+    from nb2container.engine import Engine, http_json
 
     engine = Engine()
     with engine.serve(notebook_builds("numpy_arrays.ipynb").tag, 8000) as running:
-        status, answer = post_json(running.url + "/predict", {"x": [[5.0, 5.0, 5.0]]})
+        status, answer = http_json("POST", running.url + "/predict", {"x": [[5.0, 5.0, 5.0]]})
         assert status == 200 and len(answer["result"][0]) == 3
-        status, answer = post_json(running.url + "/predict", {"x": "five"})
+        status, answer = http_json("POST", running.url + "/predict", {"x": "five"})
         assert status == 422 and answer["error"].startswith("`x` must be an array")
-        status, answer = post_json(running.url + "/predict", {"x": [1.0, 2.0, 3.0]})
+        status, answer = http_json("POST", running.url + "/predict", {"x": [1.0, 2.0, 3.0]})
         assert status == 422 and answer["error"].startswith("`x`[0] must be an array")  # 2 dimensions
     with engine.serve(notebook_builds("bound_model.ipynb").tag, 8000) as running:
         customer = {"contract": "monthly", "tenure": 3, "charges": 90.0}
-        assert post_json(running.url + "/predict", {"customer": customer}) == (200, {"result": 0.9541})
-        assert post_json(running.url + "/predict", [customer]) == (200, {"result": 0.9541})
-        status, answer = post_json(running.url + "/predict", {"customer": customer, "model": None})
+        assert http_json("POST", running.url + "/predict", {"customer": customer}) == (200, {"result": 0.9541})
+        assert http_json("POST", running.url + "/predict", [customer]) == (200, {"result": 0.9541})
+        status, answer = http_json("POST", running.url + "/predict", {"customer": customer, "model": None})
         assert status == 422 and "`model` is supplied by the server" in answer["error"]
     with engine.serve(notebook_builds("printed_report.ipynb").tag, 8000) as running:
-        status, answer = post_json(running.url + "/predict", {"values": [1, 2]})
+        status, answer = http_json("POST", running.url + "/predict", {"values": [1, 2]})
         assert (status, answer) == (200, {"result": None, "stdout": "n = 2\ntotal = 3.000\nmean = 1.5000\n"})

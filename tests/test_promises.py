@@ -142,7 +142,7 @@ def test_output_refused_before_the_notebook_runs(tmp_path: Path, where: str) -> 
 
 def test_no_engine_fails_in_seconds_with_a_message_for_a_data_scientist(tmp_path: Path) -> None:
     started = time.monotonic()
-    result = run_cli("build", NOTEBOOKS / "house_prices.ipynb", "--output", tmp_path / "build",
+    result = run_cli("build", NOTEBOOKS / "house_prices.ipynb", "--engine", "docker", "--output", tmp_path / "build",
                      env={"DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"})
     assert result.returncode == 1
     assert time.monotonic() - started < 20
