@@ -21,6 +21,7 @@ import docker.errors
 import docker.types
 import yaml
 
+from nb2container.engine import Engine
 from nb2container.errors import BuildError, UsageError
 from nb2container.progress import Progress
 
@@ -44,7 +45,7 @@ def deploy(folder: Path, replicas: int | None, init_swarm: bool, progress: Progr
         raise UsageError(f"{folder} has no deploy/compose.yaml. Give the build folder nb2container "
                          "rendered (nb2container build NOTEBOOK --output FOLDER), not another one.")
     name, service = next(iter(yaml.safe_load(compose_file.read_text())["services"].items()))
-    client = client or docker.from_env()
+    client = client or Engine().client  # Swarm is the Docker Engine API's own: that backend, its errors translated
     _ensure_swarm(client, init_swarm, progress)
     count = replicas or int(service.get("deploy", {}).get("replicas", 1))
     published, target = (int(p) for p in str(service["ports"][0]).split(":"))  # "8000:8000"

@@ -216,15 +216,19 @@ def podman_store() -> dict[str, str]:
 @pytest.fixture(scope="session")
 def ssh_engine(docker_client: docker.DockerClient,
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """The private engine as a remote one: an sshd of its own on loopback (its own keys, config and
-    known hosts; nothing of the user's), whose sessions get DOCKER_HOST of the private engine, and an
-    `ssh` first on PATH that uses that configuration. Yields the environment for the CLI."""
+    """The private engine as a remote one: an sshd of its own on loopback (its own keys and config),
+    whose sessions get DOCKER_HOST of the private engine; and a HOME of its own whose ~/.ssh holds
+    the client key's config and the known host, as a user's would (nothing of the real user's).
+    Yields the environment for the CLI."""
+    from nb2container import cache
     from nb2container.engine import free_port
 
     sshd = shutil.which("sshd") or "/usr/sbin/sshd"
     if not Path(sshd).is_file():
         pytest.fail("sshd is missing: run scripts/setup-dev.sh")
     folder = tmp_path_factory.mktemp("ssh")
+    home = folder / "home"
+    (home / ".ssh").mkdir(parents=True)
     for key in ("host_key", "client_key"):
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(folder / key)], check=True)
     (folder / "authorized_keys").write_text((folder / "client_key.pub").read_text())
@@ -236,28 +240,24 @@ def ssh_engine(docker_client: docker.DockerClient,
         f"PermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\nPidFile {folder / 'sshd.pid'}\n"
         f"SetEnv DOCKER_HOST={os.environ['DOCKER_HOST']}\n")
     host_key = (folder / "host_key.pub").read_text().split()
-    (folder / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
-    (folder / "ssh_config").write_text(
-        f"Host *\n  IdentityFile {folder / 'client_key'}\n  UserKnownHostsFile {folder / 'known_hosts'}\n"
-        "  StrictHostKeyChecking yes\n  BatchMode yes\n")
-    (folder / "bin").mkdir()
-    wrapper = folder / "bin" / "ssh"
-    wrapper.write_text(f"#!/bin/sh\nexec {shutil.which('ssh')} -F {folder / 'ssh_config'} \"$@\"\n")
-    wrapper.chmod(0o755)
+    (home / ".ssh" / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
+    (home / ".ssh" / "config").write_text(
+        f"Host 127.0.0.1\n  IdentityFile {folder / 'client_key'}\n"
+        f"  UserKnownHostsFile {home / '.ssh' / 'known_hosts'}\n  StrictHostKeyChecking yes\n  BatchMode yes\n")
     process = subprocess.Popen([sshd, "-D", "-e", "-f", str(folder / "sshd_config")],
                                stderr=open(folder / "sshd.log", "w"))  # noqa: SIM115 - lives as long as sshd
     try:
-        environment = {"DOCKER_HOST": f"ssh://root@127.0.0.1:{port}",
-                       "PATH": f"{folder / 'bin'}:{os.environ['PATH']}"}
         for _ in range(50):
-            done = subprocess.run(["ssh", "-p", str(port), "root@127.0.0.1", "docker", "version"],
-                                  env={**os.environ, **environment}, capture_output=True, check=False)
+            done = subprocess.run(["ssh", "-F", str(home / ".ssh" / "config"), "-p", str(port), "root@127.0.0.1",
+                                   "docker", "version"], capture_output=True, check=False)
             if done.returncode == 0:
                 break
             time.sleep(0.2)
         else:
             pytest.fail(f"the loopback sshd does not answer: {done.stderr.decode()[-500:]}")
-        yield environment
+        # The wheel cache stays the real one: only ~/.ssh is the remote user's own.
+        yield {"DOCKER_HOST": f"ssh://root@127.0.0.1:{port}", "HOME": str(home),
+               "NB2C_CACHE_DIR": str(cache.wheels().parent)}
     finally:
         process.terminate()
         process.wait(timeout=10)
