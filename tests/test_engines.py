@@ -13,6 +13,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import tempfile
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,8 +101,19 @@ def test_a_podman_built_image_pulled_by_digest_into_docker_passes_nb2container_t
 POD_USER = "nb2c-pod"  # created by scripts/podman.sh, with subordinate uid and gid ranges
 
 
+@pytest.fixture
+def pod_folder() -> Iterator[Path]:
+    """A folder the pod user may enter (pytest's own temporary folders are root's alone)."""
+    folder = Path(tempfile.mkdtemp(prefix="nb2c-pod-"))
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def test_buildah_builds_as_a_user_with_no_daemon_socket_and_no_privileges(
-    podman_store: dict[str, str], docker_client: docker.DockerClient, tmp_path: Path
+    podman_store: dict[str, str], docker_client: docker.DockerClient, pod_folder: Path
 ) -> None:
     """The JupyterHub-pod case: a user of its own, its own Python (Debian's 3.11.2; the dev Python
     lives under /root), its own storage (vfs, in its home), chroot isolation; no socket it may
@@ -112,15 +124,14 @@ def test_buildah_builds_as_a_user_with_no_daemon_socket_and_no_privileges(
         pytest.fail(f"the user {POD_USER} is missing: run scripts/podman.sh")
     if not Path("/usr/bin/python3.11").is_file():
         pytest.skip("needs Debian's python3.11 (the pod user's Python)")
-    home = tmp_path / "home"
-    for folder in (home, tmp_path / "base", tmp_path / "work"):
+    home = pod_folder / "home"
+    for folder in (home, pod_folder / "base", pod_folder / "work"):
         folder.mkdir()
-    tmp_path.chmod(0o755)
-    (tmp_path / "containers.conf").write_text("[containers]\ndefault_ulimits = []\n")
-    with open(tmp_path / "base.tar", "wb") as archive:
+    (pod_folder / "containers.conf").write_text("[containers]\ndefault_ulimits = []\n")
+    with open(pod_folder / "base.tar", "wb") as archive:
         for chunk in docker_client.images.get("python:3.11.7-slim-bookworm").save():
             archive.write(chunk)
-    context = tmp_path / "base"
+    context = pod_folder / "base"
     shutil.copy("/usr/bin/python3.11", context / "python3.11")
     shutil.copytree("/usr/lib/python3.11", context / "lib", symlinks=True)
     shutil.copytree("/usr/lib/python3/dist-packages/pip", context / "dist" / "pip", symlinks=True)
@@ -132,13 +143,13 @@ def test_buildah_builds_as_a_user_with_no_daemon_socket_and_no_privileges(
         COPY dist /usr/lib/python3/dist-packages
         RUN ln -s /usr/bin/python3.11 /usr/local/bin/python && ln -sf /usr/bin/python3.11 /usr/bin/python3
         """))
-    shutil.copy(NOTEBOOKS / "zero_arguments.ipynb", tmp_path / "work")
-    subprocess.run(["chown", "-R", POD_USER, str(tmp_path)], check=True)
+    shutil.copy(NOTEBOOKS / "zero_arguments.ipynb", pod_folder / "work")
+    subprocess.run(["chown", "-R", POD_USER, str(pod_folder)], check=True)
 
     runuser = shutil.which("runuser") or "/usr/sbin/runuser"
 
     def as_pod_user(script: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-        environment = {"PATH": "/usr/bin:/bin", "HOME": str(home), "CONTAINERS_CONF": str(tmp_path / "containers.conf"),
+        environment = {"PATH": "/usr/bin:/bin", "HOME": str(home), "CONTAINERS_CONF": str(pod_folder / "containers.conf"),
                        "NB2C_CACHE_DIR": str(home / "cache"), "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
         return subprocess.run([runuser, "-u", POD_USER, "--", "sh", "-c", script], env=environment,
                               capture_output=True, text=True, timeout=timeout, check=False)
@@ -146,15 +157,15 @@ def test_buildah_builds_as_a_user_with_no_daemon_socket_and_no_privileges(
     setup = as_pod_user(f"""set -e
         /usr/bin/python3 -m venv {home}/venv
         {home}/venv/bin/pip install -q {ROOT}
-        buildah pull -q docker-archive:{tmp_path}/base.tar
+        buildah pull -q docker-archive:{pod_folder}/base.tar
         buildah bud --isolation chroot --pull-never -q -t nb2c-pod-base:1 {context}
         test ! -w /var/run/docker.sock && test ! -w {os.environ['DOCKER_HOST'].removeprefix('unix://')}
         """)
     assert setup.returncode == 0, setup.stdout + setup.stderr
-    work = tmp_path / "work"
+    work = pod_folder / "work"
     build = as_pod_user(f"cd {work} && {home}/venv/bin/python -m nb2container build zero_arguments.ipynb "
                         f"--engine buildah --base-image localhost/nb2c-pod-base:1 --output {work / 'build'} "
                         f"--tag nb2c-test/pod:1 --report {work / 'report.json'}")
     assert build.returncode == 0, build.stdout + build.stderr
-    report = json.loads((tmp_path / "work" / "report.json").read_text())
+    report = json.loads((pod_folder / "work" / "report.json").read_text())
     assert report["engine"] == "buildah" and report["python"] == "3.11.2" and report["smoke"]["failed"] == 0
