@@ -149,8 +149,8 @@ def test_buildah_builds_as_a_user_with_no_daemon_socket_and_no_privileges(
     runuser = shutil.which("runuser") or "/usr/sbin/runuser"
 
     def as_pod_user(script: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-        environment = {"PATH": "/usr/bin:/bin", "HOME": str(home), "CONTAINERS_CONF": str(pod_folder / "containers.conf"),
-                       "NB2C_CACHE_DIR": str(home / "cache"), "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+        environment = {"PATH": "/usr/bin:/bin", "HOME": str(home), "NB2C_CACHE_DIR": str(home / "cache"),
+                       "CONTAINERS_CONF": str(pod_folder / "containers.conf"), "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
         return subprocess.run([runuser, "-u", POD_USER, "--", "sh", "-c", script], env=environment,
                               capture_output=True, text=True, timeout=timeout, check=False)
 
