@@ -129,7 +129,7 @@ def test_buildah_builds_as_a_user_with_no_daemon_socket_and_no_privileges(
         folder.mkdir()
     (pod_folder / "containers.conf").write_text("[containers]\ndefault_ulimits = []\n")
     with open(pod_folder / "base.tar", "wb") as archive:
-        for chunk in docker_client.images.get("python:3.11.7-slim-bookworm").save():
+        for chunk in docker_client.images.get("python:3.11.7-slim-bookworm").save(named=True):
             archive.write(chunk)
     context = pod_folder / "base"
     shutil.copy("/usr/bin/python3.11", context / "python3.11")
