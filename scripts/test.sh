@@ -3,8 +3,8 @@
 # lint, types, and the test suite (unit, real kernels, real private engine, nbval).
 #
 #   scripts/test.sh          the full suite, the CI gate
-#   scripts/test.sh --fast   what needs no Docker engine (pytest -m "not engine"): pure logic,
-#                            in-process serving, real kernels; under a minute, run after each edit
+#   scripts/test.sh --fast   what needs no Docker engine (pytest -m "not engine", on every core):
+#                            pure logic, in-process serving, real kernels; under a minute, after each edit
 # Any other arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +19,7 @@ scripts/setup-dev.sh
 if [ "$fast" = 1 ]; then
     # No engine in this tier: with Podman installed, `--engine auto` would find the user's own store.
     export NB2CONTAINER_ENGINE=docker
-    exec .venv/bin/python -m pytest -m "not engine" tests "$@"
+    exec .venv/bin/python -m pytest -m "not engine" -n auto tests "$@"
 fi
 eval "$(scripts/engine.sh)"
 eval "$(scripts/podman.sh)"

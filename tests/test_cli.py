@@ -12,7 +12,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 from nb2container.errors import CaptureError
 from nb2container.notebook import choose_function
 from nb2container.render import default_tag
-from tests.conftest import NOTEBOOKS, cli, run_cli
+from tests.conftest import NOTEBOOKS, cli
 
 
 def test_unknown_function_names_it_and_the_candidates() -> None:
@@ -24,7 +24,7 @@ def test_unknown_function_names_it_and_the_candidates() -> None:
 
 
 def test_missing_notebook_is_one_paragraph(tmp_path: Path) -> None:
-    result = run_cli("build", tmp_path / "absent.ipynb")
+    result = cli("build", tmp_path / "absent.ipynb")
     assert result.returncode == 1
     assert "absent.ipynb" in result.stderr and "Traceback" not in result.stderr
 

@@ -27,13 +27,13 @@ def lock_of(built: Built) -> FrozenEnvironment:
 
 @pytest.mark.kernel
 def test_freeze_lists_python_and_the_locked_packages() -> None:
-    pytest.importorskip("sklearn", reason="house_prices.ipynb needs scikit-learn (the notebooks' extra)")
-    result = cli("freeze", NOTEBOOKS / "house_prices.ipynb", "--json")
+    pytest.importorskip("numpy", reason="lookup_closures.ipynb needs numpy (the notebooks' extra)")
+    result = cli("freeze", NOTEBOOKS / "lookup_closures.ipynb", "--json")
     assert result.returncode == 0, result.stderr
     frozen = json.loads(result.stdout)
-    assert frozen["python"] == platform.python_version() and frozen["function"] == "predict_price"
+    assert frozen["python"] == platform.python_version() and frozen["function"] == "assign"
     names = {p["name"] for p in frozen["packages"]}
-    assert {"scikit-learn", "pandas", "numpy"} <= names and set(frozen["roots"]) <= names
+    assert {"numpy", "cloudpickle", "joblib"} <= names and set(frozen["roots"]) <= names  # its objects' too
     assert all(len(p["sha256"]) == 64 for p in frozen["packages"])
     assert frozen["cuda"] is None
 
