@@ -265,7 +265,7 @@ class BuildahEngine(PodmanEngine):
         return ("buildah",)
 
     def build_flags(self) -> list[str]:
-        return ["--isolation", "chroot"]
+        return ["--isolation", "chroot", "--layers"]  # --layers: reuse unchanged steps, as Podman does
 
     def advice(self) -> str:
         return ("Check `buildah info`. In a pod without privileges Buildah needs the vfs storage driver (or "
