@@ -166,7 +166,7 @@ class Engine:
                         f"The image did not build{where}: {chunk['error'].strip()}."
                         f"{self._platform_hint(platform)} The build folder {folder} is kept as it "
                         "was, to rebuild with `docker build` once fixed.",
-                        _tail(log),
+                        log_tail(log),
                     )
                 for line in chunk.get("stream", "").splitlines():
                     log.append(line)
@@ -175,9 +175,9 @@ class Engine:
                         progress.detail(line)
                 image_id = chunk.get("aux", {}).get("ID", image_id)
         except docker.errors.APIError as exc:
-            raise BuildError(f"The Docker engine refused the build: {exc.explanation}", _tail(log)) from None
+            raise BuildError(f"The Docker engine refused the build: {exc.explanation}", log_tail(log)) from None
         if not image_id:
-            raise BuildError("The build ended without an image.", _tail(log))
+            raise BuildError("The build ended without an image.", log_tail(log))
         image = self.client.images.get(image_id)
         return BuiltImage(id=image.id, size_bytes=int(image.attrs["Size"]))
 
@@ -338,14 +338,14 @@ def wait_ready(running: Served, timeout: float) -> None:
         if running.status() in ("exited", "dead", "stopped", "gone"):
             raise SmokeTestError(
                 "The container stopped before it was ready. Its log ends with:\n"
-                + "\n".join(running.logs().splitlines()[-_LOG_TAIL_LINES:])
+                + log_tail(running.logs().splitlines())
             )
         if running.request("GET", "/ready", timeout=2)[0] == 200:
             return
         time.sleep(0.3)
     raise SmokeTestError(
         f"The container was not ready after {timeout:.0f} s. Its log ends with:\n"
-        + "\n".join(running.logs().splitlines()[-_LOG_TAIL_LINES:])
+        + log_tail(running.logs().splitlines())
     )
 
 
@@ -361,5 +361,5 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _tail(lines: list[str]) -> str:
+def log_tail(lines: list[str]) -> str:
     return "\n".join(lines[-_LOG_TAIL_LINES:])

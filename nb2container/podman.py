@@ -20,12 +20,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from nb2container.engine import ImageFacts, JobResult, answer_inside, request_inside, wait_ready
+from nb2container.engine import ImageFacts, JobResult, answer_inside, log_tail, request_inside, wait_ready
 from nb2container.errors import BuildError, SmokeTestError, UsageError
 from nb2container.model import BuiltImage, Usage
 from nb2container.progress import Progress
-
-_LOG_TAIL_LINES = 25
 
 
 def _run(command: list[str], what: str, timeout: float | None = None, stdin: bytes | None = None,
@@ -140,7 +138,7 @@ class PodmanEngine:
                 error = next((line for line in reversed(log) if line.startswith(("Error", "error"))), log[-1:] or [""])
                 raise BuildError(f"The image did not build with {self.name}{where}: {str(error).strip()}. The build "
                                  f"folder {folder} is kept as it was, to rebuild once fixed.",
-                                 "\n".join(log[-_LOG_TAIL_LINES:]))
+                                 log_tail(log))
             image_id = iidfile.read_text().strip().removeprefix("sha256:")
         return self.inspect(image_id)
 
