@@ -24,6 +24,7 @@ from typing import Any
 
 from nb2container.errors import UsageError
 from nb2container.options import FLAGS, Flag, Options
+from nb2container.runtime.layout import IMAGE
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -111,6 +112,10 @@ def check(options: Options, settings: Mapping[str, Setting] | None = None) -> No
     if bad:
         raise UsageError(f"system_packages names {', '.join(map(repr, bad))}{where('system_packages')}, which is "
                          "not a Debian package name (lower case letters, digits, +, - and .).")
+    if options.port == IMAGE.probe_port or not 0 < options.port < 65536:
+        raise UsageError(f"port is {options.port}{where('port')}, which the image cannot serve on: the probes "
+                         f"(/health, /ready) have port {IMAGE.probe_port} to themselves. Choose another port "
+                         "between 1 and 65535.")
     if options.templates is not None and not options.templates.is_dir():
         raise UsageError(f"templates names {options.templates}{where('templates')}, which is not a folder. "
                          "Give the folder that holds your Jinja2 templates (Dockerfile.j2 ...).")

@@ -110,6 +110,8 @@ def test_an_unknown_key_is_named_with_the_nearest_known_one(tmp_path: Path, monk
     ('[tool.nb2container.labels]\n"org.opencontainers.image.base.name" = "x"', "nb2container sets itself"),
     ('system_packages = ["JQ!"]', "not a Debian package name"),
     ('templates = "nowhere"', "which is not a folder"),
+    ("port = 8081", "port 8081 to themselves"),  # the probe port (IMAGE.probe_port)
+    ("port = 70000", "between 1 and 65535"),
 ])
 def test_a_setting_the_image_cannot_take_is_refused_in_one_paragraph(tmp_path: Path, setting: str, says: str) -> None:
     notebook = project(tmp_path, "[tool.nb2container]\n" + setting + "\n")

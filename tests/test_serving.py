@@ -50,6 +50,19 @@ class Served:
         finally:
             connection.close()
 
+    def probe(self, path: str, timeout: float = 1) -> int:
+        """A probe as the kubelet sends one: a new connection to the probe port, 1 s to answer."""
+        from nb2container.runtime.layout import IMAGE
+
+        connection = http.client.HTTPConnection(self.host, IMAGE.probe_port, timeout=timeout)
+        try:
+            connection.request("GET", path)
+            response = connection.getresponse()
+            response.read()
+            return response.status
+        finally:
+            connection.close()
+
     def predict(self, body: Any, timeout: float = 30) -> tuple[int, Any]:
         status, payload, _ = self.request("POST", "/predict", body, timeout=timeout)
         return status, payload
@@ -341,16 +354,22 @@ class Hostile:
     test's own client is not starved of the GIL."""
 
     REQUEST = b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 40\r\nX-Padding: " + b"a" * 1000
+    # A chunked body, one byte a second after a whole head: each such request holds a reading thread.
+    CHUNKED_HEAD = b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    CHUNKS = b"1\r\na\r\n"
 
-    def __init__(self, host: str, port: int, idle: int, slow: int) -> None:
+    def __init__(self, host: str, port: int, idle: int, slow: int, head: bytes = b"", trickle: bytes = REQUEST
+                 ) -> None:
         self.host, self.port, self.idle, self.slow = host, port, idle, slow
+        self.head, self.trickle = head, trickle  # the slow ones send `head` at once, then `trickle` a byte a second
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.reopened = 0
 
-    def _open(self) -> socket.socket | None:
+    def _open(self, head: bytes = b"") -> socket.socket | None:
         try:
             sock = socket.create_connection((self.host, self.port), timeout=2)
+            sock.sendall(head)
         except OSError:
             return None
         sock.setblocking(False)
@@ -358,7 +377,7 @@ class Hostile:
 
     def _run(self) -> None:
         idle = [self._open() for _ in range(self.idle)]
-        slow: list[tuple[socket.socket | None, int]] = [(self._open(), 0) for _ in range(self.slow)]
+        slow: list[tuple[socket.socket | None, int]] = [(self._open(self.head), 0) for _ in range(self.slow)]
         while not self.stop.wait(1):
             for n, sock in enumerate(idle):  # closed by the server: open another
                 if sock is None or _closed(sock):
@@ -370,12 +389,12 @@ class Hostile:
                 try:
                     if sock is None or _closed(sock):
                         raise OSError("closed")
-                    sock.send(self.REQUEST[sent % len(self.REQUEST):][:1])
+                    sock.send(self.trickle[sent % len(self.trickle):][:1])
                     slow[n] = (sock, sent + 1)
                 except OSError:
                     if sock is not None:
                         sock.close()
-                    slow[n] = (self._open(), 0)
+                    slow[n] = (self._open(self.head), 0)
                     self.reopened += 1
         for sock in [*idle, *(sock for sock, _ in slow)]:
             if sock is not None:
@@ -489,24 +508,162 @@ def test_keep_alive_serves_many_calls_on_one_connection(house_build: Built, dock
         assert len(sockets) == 1
 
 
+def _send_then_read(served: Served, data: bytes) -> bytes:
+    """Send a whole request and read the answer, whoever writes first: a server that answers and
+    closes before the body is in (503 past the cap) gives the client a broken pipe, not an answer."""
+    with socket.create_connection((served.host, served.port), timeout=5) as sock:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(data)
+        answer = b""
+        with contextlib.suppress(ConnectionResetError):
+            while chunk := sock.recv(4096):
+                answer += chunk
+        return answer
+
+
 def test_connections_past_the_cap_are_refused_plainly_and_slow_requests_cut_off(
     house_build: Built, docker_client: docker.DockerClient
 ) -> None:
     environment = {"NB2C_WORKERS": "1", "NB2C_MAX_CONNECTIONS": "4", "NB2C_READ_TIMEOUT": "2"}
+    call = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(HOUSE_BODY), HOUSE_BODY))
     with serving(docker_client, house_build.tag, environment=environment) as served:
+        # Kept-alive connections that went quiet give way to a new caller, oldest first.
+        quiet = [http.client.HTTPConnection(served.host, served.port, timeout=5) for _ in range(4)]
+        for connection in quiet:
+            connection.request("GET", "/health")
+            connection.getresponse().read()
+        assert _send_then_read(served, call).startswith(b"HTTP/1.1 200 OK")
+        for connection in quiet:
+            connection.close()
+        # Requests on their way in hold their places: past the cap, a plain 503.
         held = [socket.create_connection((served.host, served.port), timeout=5) for _ in range(4)]
+        for sock in held:
+            sock.sendall(b"POST /predict HTTP/1.1\r\n")
         time.sleep(0.5)
-        status, payload, headers = served.request("POST", "/predict", raw=HOUSE_BODY)
-        assert status == 503 and "NB2C_MAX_CONNECTIONS" in payload["error"] and headers["retry-after"] == "1"
-        for sock in held:  # idle: closed once the read timeout passed, which frees their places
-            sock.settimeout(5)
-            assert sock.recv(1) == b""
+        answer = _send_then_read(served, call)
+        assert answer.startswith(b"HTTP/1.1 503 Service Unavailable") and b"NB2C_MAX_CONNECTIONS" in answer, answer
+        assert b"Retry-After: 1" in answer
+        for sock in held:  # too slow: answered 408 once the read timeout passed, which frees their places
+            answer = sock.recv(300)
+            assert answer.startswith(b"HTTP/1.1 408 Request Timeout") and b"NB2C_READ_TIMEOUT" in answer
             sock.close()
-        slow = socket.create_connection((served.host, served.port), timeout=5)
-        slow.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")  # and never the rest
-        started = time.monotonic()
-        answer = slow.recv(300)
-        assert answer.startswith(b"HTTP/1.1 408 Request Timeout") and b"NB2C_READ_TIMEOUT" in answer
-        assert time.monotonic() - started < 4
-        slow.close()
         assert served.predict({"area_sqft": 1500, "num_bedrooms": 3}) == (200, {"result": 245500.0})
+
+
+# --- the pod's own limits: probes, fair dispatch, floods, protocol errors ------------------------
+
+# The generated Kubernetes manifest's limits (768 MiB, 1 CPU: one worker), and 2 CPUs.
+LIMITS = [pytest.param({"mem_limit": "768m", "nano_cpus": 1_000_000_000}, id="768Mi-1cpu"),
+          pytest.param({"nano_cpus": 2_000_000_000}, id="2cpus")]
+
+
+def probes_and_calls(served: Served, seconds: float) -> tuple[list[str], list[str], int]:
+    """Probe /health and /ready as the kubelet does (1 s timeout) and call /predict, for ``seconds``:
+    the probes that failed or were late, the calls that failed, and how many calls were made."""
+    late: list[str] = []
+    failed: list[str] = []
+    calls = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for path in ("/health", "/ready"):
+            started = time.monotonic()
+            try:
+                status = served.probe(path)
+            except (OSError, http.client.HTTPException) as exc:
+                late.append(f"{path}: {exc!r}")
+                continue
+            if status != 200 or time.monotonic() - started > 1:
+                late.append(f"{path}: {status} in {time.monotonic() - started:.2f} s")
+        try:
+            status, payload = served.predict(json.loads(HOUSE_BODY), timeout=10)
+            if status != 200:
+                failed.append(f"{status} {payload}")
+        except (OSError, http.client.HTTPException) as exc:
+            failed.append(repr(exc))
+        calls += 1
+        time.sleep(0.2)
+    return late, failed, calls
+
+
+@pytest.mark.parametrize("limits", LIMITS)
+def test_probes_answer_in_time_while_slow_chunked_bodies_hold_the_threads(
+    house_build: Built, docker_client: docker.DockerClient, limits: dict[str, Any]
+) -> None:
+    """48 connections each sending a chunked body a byte a second for 40 s: every probe answers
+    within its 1 s timeout and every call is served."""
+    with serving(docker_client, house_build.tag, **limits) as served:
+        with Hostile(served.host, served.port, idle=0, slow=48, head=Hostile.CHUNKED_HEAD, trickle=Hostile.CHUNKS):
+            late, failed, calls = probes_and_calls(served, 40)
+        assert late == [] and failed == [] and calls >= 40, (late[:5], failed[:5], calls)
+        assert "WORKER TIMEOUT" not in served.logs()
+
+
+@pytest.mark.parametrize("limits", LIMITS)
+def test_a_flood_of_idle_sockets_leaves_probes_and_callers_served(
+    house_build: Built, docker_client: docker.DockerClient, limits: dict[str, Any]
+) -> None:
+    """2,600 idle sockets from one client, reopened as the server closes them: the probes answer in
+    time and at least 90% of the calls are served."""
+    with serving(docker_client, house_build.tag, **limits) as served:
+        with Hostile(served.host, served.port, idle=2600, slow=0):
+            late, failed, calls = probes_and_calls(served, 30)
+        assert late == [] and len(failed) <= calls * 0.1, (late[:5], failed[:5], calls)
+        print(f"\nidle flood ({limits}): {calls - len(failed)} of {calls} calls served, probes all in time")
+
+
+def test_probes_never_wait_behind_a_call_on_the_only_worker(faults: Built, docker_client: docker.DockerClient) -> None:
+    with serving(docker_client, faults.tag, mem_limit="768m", nano_cpus=1_000_000_000) as served, \
+            ThreadPoolExecutor(1) as pool:
+        call = pool.submit(served.predict, {"x": 1, "wait": 6})
+        time.sleep(1)  # the call holds the worker's only thread that runs calls
+        for path in ("/health", "/ready"):
+            started = time.perf_counter()
+            assert served.probe(path) == 200 and time.perf_counter() - started < 0.1
+        assert not call.done() and call.result() == (200, {"result": 2.0})
+        # From SIGTERM on, readiness says 503 while the call drains (the load balancer stops sending).
+        draining = pool.submit(served.predict, {"x": 1, "wait": 3})
+        time.sleep(0.5)
+        served.container.kill(signal="SIGTERM")
+        time.sleep(0.5)
+        assert served.probe("/ready") == 503 and served.probe("/health") == 200
+        assert draining.result() == (200, {"result": 2.0})
+
+
+def test_a_busy_worker_leaves_waiting_calls_to_an_idle_one(faults: Built, docker_client: docker.DockerClient) -> None:
+    """Four concurrent 1 s calls on 2 workers finish in about 1, 1, 2, 2 s (not 1, 1, 2, 3: one
+    worker taking three), round after round, whether a client writes the head and body apart
+    (http.client) or together."""
+    with serving(docker_client, faults.tag, environment={"NB2C_WORKERS": "2"}) as served, \
+            ThreadPoolExecutor(4) as pool:
+        for _ in range(5):
+            started = time.monotonic()
+
+            def call(_: int, started: float = started) -> float:
+                assert served.predict({"x": 1, "wait": 1}) == (200, {"result": 2.0})
+                return time.monotonic() - started
+
+            finished = sorted(pool.map(call, range(4)))
+            assert finished[1] < 1.7 and finished[3] < 2.7, finished
+
+
+def test_protocol_errors_are_json_4xx_and_metrics_stay_bounded(
+    faults: Built, docker_client: docker.DockerClient
+) -> None:
+    with serving(docker_client, faults.tag) as served:
+        malformed = (b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                     b"3;" + b"e" * 100_000 + b"\r\nabc\r\n0\r\n\r\n")
+        trailer = (b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   b"3\r\nabc\r\n0\r\nContent-Length: 5\r\n\r\n")
+        for request in (malformed, trailer, b"GARBAGE\r\n\r\n", b"GET /health HTTP/9.9\r\n\r\n"):
+            answer = _send_then_read(served, request)
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 400") and b"Content-Type: application/json" in head, answer[:300]
+            assert "error" in json.loads(body)
+        for n in range(3000):
+            served.request(f"M{n}", "/predict")
+        metrics = served.request("GET", "/metrics")[1]
+        series = [line for line in metrics.splitlines() if line.startswith("nb2c_requests_total{")]
+        assert len(series) <= 6, series
+        assert "nb2c_predict_errors_total{code=\"500\"}" not in metrics  # the client's fault is not the function's
+        assert not [line for line in served.logs().splitlines() if '"event": "error"' in line]

@@ -1,4 +1,5 @@
-"""The image's HEALTHCHECK: ``GET /health`` on this container's port; exit 0 when it answers 200.
+"""The image's HEALTHCHECK: ``GET /health`` on this container's probe port (NB2C_PROBE_PORT, which
+the arbiter answers, never behind a call); exit 0 when it answers 200.
 
 Run as ``python -I -S``, importing only C modules (``_socket``, ``posix``): the official
 Python images ship no bytecode for the standard library and the image's root is read-only, so
@@ -12,7 +13,7 @@ import sys
 
 
 def main() -> int:
-    port = int(posix.environ.get(b"NB2C_PORT", b"8000"))
+    port = int(posix.environ.get(b"NB2C_PROBE_PORT", b"8081"))  # the Dockerfile sets it (IMAGE.probe_port)
     connection = _socket.socket(_socket.AF_INET, _socket.SOCK_STREAM)
     try:
         connection.settimeout(2)

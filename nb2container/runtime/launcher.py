@@ -6,6 +6,8 @@ every version the notebook's packages pinned wins, and /opt/venv holds exactly t
 
 Settings, from the environment (the Dockerfile sets the defaults):
     NB2C_PORT              port (8000)
+    NB2C_PROBE_PORT        port of /health and /ready for probes (8081), answered by the arbiter
+                           (nb2c_probes.py): never behind a call, a slow client or a full table
     NB2C_WORKERS           worker processes; default: the container's CPU limit (cgroup quota),
                            else the CPUs this process may run on
     NB2C_THREADS           requests a worker reads and answers at once (16; 64 with batching);
@@ -43,11 +45,14 @@ from typing import Any
 
 try:  # inside the package (tests) or beside this file in the image
     from nb2container.runtime.layout import IMAGE
+    from nb2container.runtime.probes import ProbeServer
 except ImportError:
     from nb2c_layout import IMAGE  # type: ignore[no-redef]
+    from nb2c_probes import ProbeServer  # type: ignore[no-redef]
 
 sys.path.append(os.environ.get("NB2C_SERVER_LIBS", IMAGE.server_libs))  # after site-packages: the lock wins
 PORT = int(os.environ.get("NB2C_PORT", "8000"))
+PROBE_PORT = int(os.environ.get("NB2C_PROBE_PORT", IMAGE.probe_port))
 TIMEOUT_SECONDS = float(os.environ.get("NB2C_TIMEOUT", "60"))  # nb2c_wsgi reads the same
 # Shared memory is writable even with --read-only: gunicorn's heartbeat files and the metrics.
 RUNTIME_DIR = Path("/dev/shm" if os.access("/dev/shm", os.W_OK) else tempfile.gettempdir()) / "nb2c"
@@ -101,6 +106,7 @@ def settings() -> dict[str, Any]:
         "control_socket_disable": True,
         "proc_name": "nb2container",
         "on_starting": _on_starting,
+        "when_ready": _when_ready,
         "post_fork": _post_fork,
         "child_exit": _child_exit,
     }
@@ -111,6 +117,21 @@ def _on_starting(arbiter: Any) -> None:
     (RUNTIME_DIR / "metrics").mkdir(parents=True)
     (RUNTIME_DIR / "ready").mkdir()
     (RUNTIME_DIR / "exited").mkdir()
+
+
+PROBES: ProbeServer | None = None  # the arbiter's probe listener (workers close their copy)
+
+
+def _when_ready(arbiter: Any) -> None:
+    """The arbiter has its listeners: a connection is accepted once its request's bytes arrive
+    (or READ_TIMEOUT passed), so idle sockets wait in the kernel, not in a worker; then the
+    probe listener starts, before any worker is forked."""
+    global PROBES
+    for listener in arbiter.LISTENERS:
+        with contextlib.suppress(OSError, AttributeError):  # Linux only
+            listener.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, max(1, int(READ_TIMEOUT)))
+    PROBES = ProbeServer(PROBE_PORT, lambda: _serving(arbiter.num_workers))
+    PROBES.start()
 
 
 def _serving(workers: int) -> bool:
@@ -128,6 +149,8 @@ def _post_fork(arbiter: Any, worker: Any) -> None:
     """Load the function in each worker, beside the loop that answers /health and /ready."""
     import nb2c_wsgi
 
+    if PROBES is not None:
+        PROBES.forget()
     service, preloaded = nb2c_wsgi.SERVICE, nb2c_wsgi.SERVICE.function is not None
     service.server_ready = lambda: _serving(worker.cfg.workers)
 
@@ -182,9 +205,19 @@ def _gunicorn_classes() -> dict[str, Any]:
     from concurrent.futures import Future
     from functools import partial
 
+    from gunicorn import util
     from gunicorn.glogging import Logger
     from gunicorn.http.errors import NoMoreData
     from gunicorn.workers.gthread import TConn, ThreadWorker
+
+    def write_json_error(sock: Any, status: int, reason: str, message: str) -> None:
+        """gunicorn's own refusals (a malformed request line, headers, chunks) as JSON, like
+        every other error of this server, instead of its HTML page."""
+        body = json.dumps({"error": f"{reason}: {message}" if message else reason}).encode()
+        util.write_nonblock(sock, f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: "
+                                  f"application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
+
+    util.write_error = write_json_error  # the workers' handle_error writes through util.write_error
 
     class ReadDeadline(NoMoreData):
         """The request did not arrive within NB2C_READ_TIMEOUT: gunicorn closes the connection
@@ -230,6 +263,21 @@ def _gunicorn_classes() -> dict[str, Any]:
         def __getattr__(self, name: str) -> Any:
             return getattr(self._sock, name)
 
+    class GuardedConn(TConn):
+        """A connection whose graceful close (FIN, then read until the client closes, RFC 9112
+        9.6) lingers in the worker's poller, not in its main thread: gunicorn's own lingers up to
+        2 s there, so clients that keep their end open after an answer could stall every call."""
+
+        def __init__(self, worker: Any, *args: Any) -> None:
+            super().__init__(*args)
+            self.worker = worker
+
+        def close(self, graceful: bool = False) -> None:
+            if graceful:
+                self.worker.linger(self.sock)
+            else:
+                super().close()
+
     class GuardedWorker(ThreadWorker):
         """gunicorn's threaded worker, hardened for a port with nothing in front of it:
 
@@ -247,6 +295,7 @@ def _gunicorn_classes() -> dict[str, Any]:
             import nb2c_wsgi  # after on_starting made the metrics folder it writes to
 
             self.reading: dict[Any, float] = {}  # connection -> when its request must have arrived
+            self.lingering: dict[Any, float] = {}  # closing socket -> when it is closed anyway
             self.max_body = nb2c_wsgi.MAX_BODY_BYTES
             if not BATCHING:
                 nb2c_wsgi.SERVICE.runner = self.run_in_main_thread
@@ -266,16 +315,58 @@ def _gunicorn_classes() -> dict[str, Any]:
             self.method_queue.defer(run)
             return done.result()
 
+        def wait_for_and_dispatch_events(self, timeout: float) -> None:
+            """A round of events: the connections first, then the listeners, so that a worker
+            runs the calls it holds before it takes more (an idle worker takes those)."""
+            try:
+                events = self.poller.select(timeout)
+            except InterruptedError:
+                return
+            for key, _ in sorted(events, key=lambda event: event[0].fileobj in self.sockets):
+                key.data(key.fileobj)
+
         def accept(self, listener: Any) -> None:
+            """One connection per round of events, read at once: the listener defers accepting
+            until a request's bytes arrived, so a call is usually whole here and runs before
+            this worker accepts another; an idle worker takes the next (fair dispatch)."""
+            if self.cfg.workers > 1 and self._body_on_its_way():
+                return  # this round's connection is another worker's to take
             try:
                 client, address = listener.accept()
             except (OSError, AttributeError):  # another worker took it, or SIGTERM closed the listener
                 return  # earlier in this round of events (gunicorn's closed socket has no .accept)
-            if self.nr_conns >= MAX_CONNECTIONS:
+            if self.nr_conns >= MAX_CONNECTIONS and not self._evict_idle():
                 _answer_and_close(client, 503, _TOO_MANY, ("Retry-After: 1",))
                 return
             self.nr_conns += 1
-            self._read(TConn(self.cfg, GuardedSocket(client), address, listener.getsockname()))
+            conn = GuardedConn(self, self.cfg, GuardedSocket(client), address, listener.getsockname())
+            self._read(conn)
+            self._on_readable(conn, None)
+
+        def _body_on_its_way(self) -> bool:
+            """Whether the newest connection sent part of its request moments ago (a client that
+            writes the head and the body apart): its call may be whole in a millisecond, and it
+            would run before anything accepted now. Never longer than BODY_GRACE per connection."""
+            if not self.reading:
+                return False
+            conn, deadline = next(reversed(self.reading.items()))
+            return bool(conn.prefetched) and deadline - READ_TIMEOUT > time.monotonic() - BODY_GRACE
+
+        def _evict_idle(self) -> bool:
+            """At the cap, the oldest connection that has sent nothing gives way to a new one:
+            a flood of idle sockets cannot lock real callers out."""
+            silent = next((conn for conn in self.reading if not conn.prefetched), None)
+            if silent is not None:
+                self._drop(silent)
+                return True
+            if self.keepalived_conns:
+                conn = self.keepalived_conns.popleft()
+                with contextlib.suppress(OSError, KeyError, ValueError):
+                    self.poller.unregister(conn.sock)
+                self.nr_conns -= 1
+                conn.close()
+                return True
+            return False
 
         def on_client_socket_readable(self, conn: Any, client: Any) -> None:
             self.poller.unregister(client)  # a kept-alive connection's next request: read it whole
@@ -331,6 +422,40 @@ def _gunicorn_classes() -> dict[str, Any]:
             now = time.monotonic()
             for conn in [conn for conn, deadline in self.reading.items() if deadline <= now]:
                 self._drop(conn, _TOO_SLOW if conn.prefetched else None)
+            for sock in [sock for sock, deadline in self.lingering.items() if deadline <= now]:
+                self._end_linger(sock)
+
+        def linger(self, sock: Any) -> None:
+            """Half-close (the client reads the whole answer), then drain what the client still
+            sends from the poller until it closes, for LINGER_SECONDS at most."""
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_WR)
+            if len(self.lingering) >= MAX_LINGERING:  # bounded: the oldest is closed outright
+                self._end_linger(next(iter(self.lingering)))
+            try:
+                sock.setblocking(False)
+                self.poller.register(sock, selectors.EVENT_READ, partial(self._drain, sock))
+            except (OSError, ValueError, KeyError):
+                sock.close()
+                return
+            self.lingering[sock] = time.monotonic() + LINGER_SECONDS
+
+        def _drain(self, sock: Any, _: Any) -> None:
+            try:
+                data = sock.recv_now(65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._end_linger(sock)
+
+        def _end_linger(self, sock: Any) -> None:
+            del self.lingering[sock]
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                self.poller.unregister(sock)
+            with contextlib.suppress(OSError):
+                sock.close()
 
         def handle(self, conn: Any) -> Any:
             conn.sock.deadline = time.monotonic() + READ_TIMEOUT  # a chunked body is read here
@@ -380,6 +505,9 @@ _TOO_MANY = json.dumps({"error": f"this server holds its most connections ({MAX_
                                  "NB2C_MAX_CONNECTIONS); retry shortly"}).encode()
 _TOO_SLOW = json.dumps({"error": f"the request did not arrive within {READ_TIMEOUT:g} s "
                                  "(NB2C_READ_TIMEOUT)"}).encode()
+LINGER_SECONDS = 2.0  # as gunicorn's graceful close
+BODY_GRACE = 0.02  # seconds a worker leaves new connections to others while a call's body arrives
+MAX_LINGERING = 256
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _LENGTH = re.compile(rb"(?im)^content-length:[ \t]*(\d+)[ \t]*\r?$")
 _MAX_HEAD = 64 * 1024
@@ -444,6 +572,15 @@ def __getattr__(name: str) -> Any:  # gunicorn finds the worker and logger class
 
 def main() -> None:
     from gunicorn.app.base import BaseApplication
+    from gunicorn.arbiter import Arbiter
+
+    class DrainingArbiter(Arbiter):
+        """From SIGTERM on, /ready on the probe port says 503 while the workers drain."""
+
+        def handle_term(self) -> None:
+            if PROBES is not None:
+                PROBES.draining.set()
+            super().handle_term()
 
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(RUNTIME_DIR / "metrics"))
     handler = logging.StreamHandler(sys.stdout)
@@ -464,7 +601,15 @@ def main() -> None:
                 nb2c_wsgi.SERVICE.load()  # before the fork; each worker starts its threads
             return nb2c_wsgi.application
 
-    _log({"event": "starting", "port": PORT, "workers": config["workers"], "threads": config["threads"],
+        def run(self) -> None:  # BaseApplication.run, with the draining arbiter
+            try:
+                DrainingArbiter(self).run()
+            except RuntimeError as exc:
+                sys.stderr.write(f"\nError: {exc}\n\n")
+                sys.exit(1)
+
+    _log({"event": "starting", "port": PORT, "probe_port": PROBE_PORT, "workers": config["workers"],
+          "threads": config["threads"],
           "read_timeout_seconds": READ_TIMEOUT, "max_connections": MAX_CONNECTIONS,
           "cpu_limit": cpu_limit(), "batching": os.environ.get("NB2C_BATCH") or None,
           "timeout_seconds": TIMEOUT_SECONDS,

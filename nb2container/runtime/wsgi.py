@@ -50,6 +50,9 @@ APP_DIR = Path(__file__).resolve().parent
 MAX_BODY_BYTES = int(os.environ.get("NB2C_MAX_BODY_BYTES", str(10 * 1024 * 1024)))
 TIMEOUT_SECONDS = float(os.environ.get("NB2C_TIMEOUT", "60"))
 PATHS = ("/predict", "/health", "/ready", "/metadata", "/openapi.json", "/metrics")
+# Metrics label values are bounded: a client's invented method or path must not add a series.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+ERROR_DETAILS = os.environ.get("NB2C_ERROR_DETAILS") == "1"
 
 log = logging.getLogger("nb2container")
 
@@ -241,7 +244,7 @@ class Metrics:
         if self.prometheus is None:
             return
         label = path if path in PATHS else "other"
-        self.requests.labels(label, method, str(status)).inc()
+        self.requests.labels(label, method if method in METHODS else "other", str(status)).inc()
         self.latency.labels(label).observe(seconds)
         if label == "/predict" and status != 200:
             self.errors.labels(str(status)).inc()
@@ -288,7 +291,7 @@ def create_app(service: Service) -> Callable[[dict[str, Any], Callable[..., Any]
             log.error(json.dumps({"event": "error", "error_id": error_id, "function": service.spec.get("function"),
                                   "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}))
             status = 500
-            body = json.dumps({"error": f"{type(exc).__name__}: {exc}", "error_id": error_id}).encode()
+            body = json.dumps({"error": _error_text(service, exc, error_id), "error_id": error_id}).encode()
         start_response(f"{status} {HTTPStatus(status).phrase}",
                        [("Content-Type", content_type), ("Content-Length", str(len(body))), *headers])
         METRICS.observe(path, method, status, time.perf_counter() - started)
@@ -298,6 +301,16 @@ def create_app(service: Service) -> Callable[[dict[str, Any], Callable[..., Any]
 
 
 application = create_app(SERVICE)  # what gunicorn serves
+
+
+def _error_text(service: Service, exc: Exception, error_id: str) -> str:
+    """What a 500 tells the caller: the exception's class and the error id that finds it in the
+    log. Its message can hold paths, data or secrets, so it stays in the log, unless
+    NB2C_ERROR_DETAILS=1 (internal use)."""
+    if ERROR_DETAILS:
+        return f"{type(exc).__name__}: {exc}"
+    return f"{type(exc).__name__} in {service.spec.get('function') or 'the function'} (error id {error_id}; " \
+           "its message is in the server's log)"
 
 
 def _route(service: Service, method: str, path: str, environ: dict[str, Any]) -> tuple[int, Any]:
@@ -331,6 +344,8 @@ def _read_json(environ: dict[str, Any]) -> Any:
         raw = environ["wsgi.input"].read(int(length) if length else MAX_BODY_BYTES + 1)
     except OSError as exc:  # nb2c_launcher's read deadline, or the client went away
         raise RequestError(408, f"the body did not arrive: {exc}") from None
+    except Exception as exc:  # the server's reader refused the body's framing (chunks, trailers): the client's fault
+        raise RequestError(400, f"the body is not well-formed HTTP ({type(exc).__name__}: {exc})"[:300]) from None
     if len(raw) > MAX_BODY_BYTES:  # chunked, without a length
         raise RequestError(413, f"the body is over the limit of {MAX_BODY_BYTES} bytes (NB2C_MAX_BODY_BYTES)")
     if not raw.strip():
