@@ -7,6 +7,7 @@ Its example is the notebook's own first replayable call.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import nb2container
@@ -43,6 +44,12 @@ def parameter_schema(codec: dict[str, Any], seen: list[Any], annotation: str | N
     else:
         schema = {**(contract.of_values(seen) if seen else {}), "x-nb2container-codec": codec}
     return {**schema, **contract.flags(seen)}
+
+
+def body_limit(capture: Capture) -> int:
+    """The default largest body the image accepts, from the contract and the recorded calls."""
+    sizes = [len(json.dumps(e.body)) for e in capture.examples if e.body is not None]
+    return contract.body_limit(request_schema(capture), sizes)
 
 
 def request_schema(capture: Capture) -> dict[str, Any]:
@@ -96,12 +103,15 @@ def document(capture: Capture, python_version: str) -> dict[str, Any]:
                     "400": _error("the body is not JSON, neither an object nor an array, or nests deeper "
                                   f"than {contract.MAX_DEPTH} levels"),
                     "405": _error("only POST"),
-                    "413": _error("the body is larger than the limit (NB2C_MAX_BODY_BYTES)"),
+                    "413": _error(f"the body is larger than {body_limit(capture)} bytes (NB2C_MAX_BODY_BYTES "
+                                  "sets the limit), or would take more memory once parsed than a worker "
+                                  "may hold for requests (NB2C_MEMORY_BUDGET_BYTES)"),
                     "422": _error("the arguments do not fit the function: unknown, missing, of another "
                                   "type than the notebook's calls (or the type hints) say, not finite, or "
                                   "an integer beyond 64 bits"),
                     "500": _error("the function raised; the error_id is in the container's log"),
-                    "503": _error("the model is still loading"),
+                    "503": _error("the model is still loading, or the worker holds as much request data "
+                                  "as its memory budget allows; retry after Retry-After seconds"),
                     "504": _error("the call ran past the timeout (NB2C_TIMEOUT) and was stopped"),
                 }}},
             "/health": {"get": {"summary": "liveness", "responses": {"200": {"description": "alive"}}}},

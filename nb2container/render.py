@@ -132,6 +132,7 @@ def _context(capture: Capture, frozen: FrozenEnvironment, tag: str, port: int) -
         "base_digest": frozen.base_digest or "",
         "tag": tag,
         "port": port,
+        "max_body_bytes": openapi.body_limit(capture),
         "pins": sorted(frozen.pins, key=lambda p: p.name),
         "imports": sorted(spec.imports, key=_import_order),
         "constants": sorted(spec.constants),

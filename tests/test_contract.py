@@ -281,3 +281,84 @@ def test_what_the_function_prints_comes_back_with_its_answer(served: Any) -> Non
     assert call(app, b'{"n": 2}') == (200, {"result": 2, "stdout": "line 0\nline 1\n"})
     status, payload = call(app, b'{"n": 101}')
     assert status == 422 and "`n`" in payload["error"]
+
+
+# --- memory a client cannot exhaust (runtime/budget.py) ---------------------------------------
+
+def test_the_default_body_limit_comes_from_the_contract() -> None:
+    numbers = {"type": "object", "properties": {"a": {"type": "number"}, "b": {"type": ["integer", "null"]}},
+               "additionalProperties": False}
+    assert contract.body_limit(numbers, [40]) == 64 * 1024  # a call of two numbers needs no 10 MB
+    text = {"type": "object", "properties": {"text": {"type": "string"}}, "additionalProperties": False}
+    assert contract.body_limit(text, [200]) == 1024 * 1024
+    frame = {"type": "object", "properties": {"rows": {"type": "array"}}, "additionalProperties": False}
+    assert contract.body_limit(frame, [200_000, 3_000_000]) == 48_000_000  # room in proportion
+    assert contract.body_limit({**numbers, "additionalProperties": True}, [40]) == 1024 * 1024  # **kwargs
+
+
+def test_a_body_too_costly_to_parse_is_413_before_it_is_parsed(
+    served: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """300 KB of `[{},{},...]` would become some 7 MB of dicts: past a 1 MiB budget it is refused
+    unparsed, and what the request took is given back."""
+    from nb2container.runtime import budget
+
+    monkeypatch.setattr(wsgi, "BUDGET", budget.Budget(2**20))
+    monkeypatch.setattr(json, "loads", _never_called(json.loads, b"[{},"))
+    app = served("scorer")
+    status, payload = call(app, b'{"x": [' + b",".join([b"{}"] * 100_000) + b"]}")
+    assert status == 413 and "once parsed" in payload["error"] and "NB2C_MEMORY_BUDGET_BYTES" in payload["error"]
+    assert wsgi.BUDGET.used == 0
+    assert call(app, b'{"x": 1.0}') == (200, {"result": 2.0}) and wsgi.BUDGET.used == 0
+
+
+def _never_called(loads: Any, marker: bytes) -> Any:
+    def guarded(raw: Any, *args: Any, **kwargs: Any) -> Any:
+        assert marker not in (raw if isinstance(raw, bytes) else str(raw).encode()), "parsed a refused body"
+        return loads(raw, *args, **kwargs)
+    return guarded
+
+
+def test_past_the_budget_a_request_gets_503_and_retry_after(served: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nb2container.runtime import budget
+
+    monkeypatch.setattr(wsgi, "BUDGET", budget.Budget(2**20))
+    app = served("scorer")
+    assert wsgi.BUDGET.take(2**20 - 10)  # other requests hold nearly all of it
+    answer: dict[str, Any] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]]) -> None:
+        answer["status"], answer["headers"] = int(status.split()[0]), dict(headers)
+
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/predict", "CONTENT_LENGTH": "10",
+               "wsgi.input": io.BytesIO(b'{"x": 1.0}')}
+    payload = json.loads(b"".join(app(environ, start_response)))
+    assert answer["status"] == 503 and answer["headers"]["Retry-After"] == "1" and "budget" in payload["error"]
+    wsgi.BUDGET.give(2**20 - 10)
+    assert call(app, b'{"x": 1.0}') == (200, {"result": 2.0}) and wsgi.BUDGET.used == 0
+
+
+def test_a_chunked_body_over_the_limit_is_413_read_no_further(
+    served: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(wsgi, "MAX_BODY_BYTES", 2048)
+    app = served("scorer")
+    body = io.BytesIO(b'{"x": 1, "pad": "' + b"a" * 100_000 + b'"}')
+    environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/predict", "wsgi.input": body}  # no length: chunked
+    payload = json.loads(b"".join(app(environ, lambda status, headers: None)))
+    assert "over the limit of 2048" in payload["error"] and body.tell() <= 2048 + wsgi.READ_PIECE
+
+
+def test_the_parse_cost_is_never_below_what_parsing_takes() -> None:
+    import tracemalloc
+
+    from nb2container.runtime import budget
+
+    for value in ([{}] * 20_000, [1.5] * 20_000, [{"a": n, "b": "x"} for n in range(20_000)],
+                  {"text": "hello, world " * 5_000}, [[n, n + 1] for n in range(20_000)]):
+        raw = json.dumps(value).encode()
+        tracemalloc.start()
+        parsed = json.loads(raw)
+        taken = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        assert parsed == value and budget.parse_cost(raw) >= taken, (raw[:40], budget.parse_cost(raw), taken)

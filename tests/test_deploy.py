@@ -31,13 +31,14 @@ def test_kubernetes_manifests_pass_the_official_schemas(house_build: Built, name
 
 def test_the_deployment_matches_the_image(house_build: Built, image_config: dict) -> None:
     env = dict(item.split("=", 1) for item in image_config["Env"])
-    port = int(next(iter(image_config["ExposedPorts"])).split("/")[0])
+    assert set(image_config["ExposedPorts"]) == {f"{env['NB2C_PORT']}/tcp", f"{env['NB2C_PROBE_PORT']}/tcp"}
     spec = manifest(house_build, "deployment")["spec"]["template"]["spec"]
     container = spec["containers"][0]
     assert container["image"] == house_build.tag
-    assert container["ports"][0]["containerPort"] == port == int(env["NB2C_PORT"])
-    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
-    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"http": int(env["NB2C_PORT"]), "probes": int(env["NB2C_PROBE_PORT"])}
+    for probe, path in (("readinessProbe", "/ready"), ("livenessProbe", "/health"), ("startupProbe", "/health")):
+        assert container[probe]["httpGet"] == {"path": path, "port": "probes"}  # never behind a call
     pre_stop = int(container["lifecycle"]["preStop"]["exec"]["command"][1])
     assert spec["terminationGracePeriodSeconds"] > int(env["NB2C_GRACE_SECONDS"]) + pre_stop
     assert str(spec["securityContext"]["runAsUser"]) == image_config["User"].split(":")[0]

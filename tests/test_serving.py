@@ -136,7 +136,7 @@ def test_the_healthcheck_probe_imports_nothing_heavy_and_tells_the_truth(
         assert probe.exit_code == 0 and "| _socket" in imported, imported
         compiled = re.findall(r"\|\s+([\w.]+)$", imported, re.MULTILINE)  # what the probe imports
         assert not {"socket", "urllib", "site", "json", "os"} & set(compiled), compiled
-        assert served.container.exec_run(HEALTHCHECK, environment={"NB2C_PORT": "9"}).exit_code == 1
+        assert served.container.exec_run(HEALTHCHECK, environment={"NB2C_PROBE_PORT": "9"}).exit_code == 1
 
 
 def test_ready_is_503_until_the_artifacts_are_loaded(faults: Built, docker_client: docker.DockerClient) -> None:
@@ -667,3 +667,74 @@ def test_protocol_errors_are_json_4xx_and_metrics_stay_bounded(
         assert len(series) <= 6, series
         assert "nb2c_predict_errors_total{code=\"500\"}" not in metrics  # the client's fault is not the function's
         assert not [line for line in served.logs().splitlines() if '"event": "error"' in line]
+
+
+def _no_worker_lost(served: Served, workers: int) -> None:
+    served.container.reload()
+    logs = served.logs()
+    assert not served.container.attrs["State"]["OOMKilled"]
+    assert logs.count("Booting worker") == workers and "SIGKILL" not in logs and "WORKER TIMEOUT" not in logs, \
+        logs[-2000:]
+
+
+def _near_limit_bodies(served: Served, count: int, declared: int) -> list[bytes]:
+    """``count`` connections each sending all but 1,000 bytes of a ``declared``-byte body, held open;
+    then what each was answered."""
+    head = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n" % declared)
+    piece = b" " * 65536
+    held = []
+    for _ in range(count):
+        sock = socket.create_connection((served.host, served.port), timeout=30)
+        with contextlib.suppress(OSError):  # refused part-way: the answer is read below
+            sock.sendall(head)
+            for _ in range((declared - 1000) // len(piece)):
+                sock.sendall(piece)
+        held.append(sock)
+    answers = []
+    for sock in held:
+        with contextlib.suppress(OSError):
+            answers.append(sock.recv(300))
+        sock.close()
+    return answers
+
+
+def _chunked_objects(served: Served, size: int) -> bytes:
+    """A chunked body of ``size`` bytes of ``[{},{},...]`` (every piece under any length limit)."""
+    with socket.create_connection((served.host, served.port), timeout=60) as sock:
+        with contextlib.suppress(OSError):
+            sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+            chunk = b'{"x": [' + b"{}," * 21845
+            sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            for _ in range(size // 65535):
+                sock.sendall(b"%x\r\n%s\r\n" % (65535, b"{}," * 21845))
+            sock.sendall(b"4\r\n{}]}\r\n0\r\n\r\n")
+        answer = b""
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(4096):
+                answer += chunk
+        return answer
+
+
+@pytest.mark.parametrize("body_limit", [None, str(10 * 1024 * 1024)], ids=["contract-limit", "10MiB-limit"])
+def test_no_client_traffic_gets_a_worker_killed_for_memory(
+    house_build: Built, docker_client: docker.DockerClient, body_limit: str | None
+) -> None:
+    """At the manifest's limits (768 MiB, 1 CPU): 80 connections holding near-limit bodies of 10 MB,
+    then 6 concurrent chunked 10 MB bodies of `[{},{},...]`: each is refused with a 4xx or 503, no
+    worker dies, and calls are served after. With the contract's own limit (64 KiB for the
+    house-price call) they are refused at once; with a 10 MiB limit the memory budget refuses them."""
+    environment = {"NB2C_MAX_BODY_BYTES": body_limit} if body_limit else {}
+    with serving(docker_client, house_build.tag, mem_limit="768m", nano_cpus=1_000_000_000,
+                 environment=environment) as served:
+        answers = _near_limit_bodies(served, 80, 10_485_760)
+        partial = sorted({answer[9:12] for answer in answers})
+        assert set(partial) <= {b"408", b"413", b"503"} and len(answers) == 80, partial
+        with ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(lambda _: _chunked_objects(served, 10_000_000), range(6)))
+        chunked = sorted({answer[9:12] for answer in answers})
+        assert set(chunked) <= {b"413", b"503"}, [answer[:200] for answer in answers]
+        assert served.predict(json.loads(HOUSE_BODY)) == (200, {"result": 245500.0})
+        _no_worker_lost(served, 1)
+        print(f"\nmemory traffic ({body_limit or 'contract limit'}): near-limit bodies answered {partial}, "
+              f"chunked {chunked}")

@@ -22,6 +22,26 @@ BIG_INTEGERS = "x-nb2container-big-integers"  # a recorded call passed an intege
 _HINTS = {"int": "integer", "float": "number", "str": "string", "bool": "boolean", "list": "array", "dict": "object"}
 
 
+SCALAR_BODY_LIMIT = 64 * 1024  # a call of numbers, booleans and nulls: far more than it needs
+BODY_LIMIT_FLOOR = 1024 * 1024  # strings, arrays, objects: at least this
+BODY_LIMIT_ROOM = 16  # ... or this many times the largest body the notebook's calls made
+_FIXED_SIZE = {"number", "integer", "boolean", "null"}
+
+
+def body_limit(schema: dict[str, Any], recorded_sizes: list[int]) -> int:
+    """The default largest body of ``/predict`` (NB2C_MAX_BODY_BYTES overrides it): a contract of
+    numbers needs little; one with strings, arrays or frames gets room in proportion to the
+    largest body the notebook's calls made, at least BODY_LIMIT_FLOOR."""
+    def fixed(property_schema: dict[str, Any]) -> bool:
+        types = property_schema.get("type")
+        types = [types] if isinstance(types, str) else types or []
+        return bool(types) and set(types) <= _FIXED_SIZE
+
+    if not schema.get("additionalProperties") and all(map(fixed, schema.get("properties", {}).values())):
+        return SCALAR_BODY_LIMIT
+    return max(BODY_LIMIT_FLOOR, BODY_LIMIT_ROOM * max(recorded_sizes, default=0))
+
+
 class ContractError(ValueError):
     """A value the contract does not accept; the message names where in the argument."""
 

@@ -44,9 +44,11 @@ from pathlib import Path
 from typing import Any
 
 try:  # inside the package (tests) or beside this file in the image
+    from nb2container.runtime import budget
     from nb2container.runtime.layout import IMAGE
     from nb2container.runtime.probes import ProbeServer
 except ImportError:
+    import nb2c_budget as budget  # type: ignore[no-redef]
     from nb2c_layout import IMAGE  # type: ignore[no-redef]
     from nb2c_probes import ProbeServer  # type: ignore[no-redef]
 
@@ -297,6 +299,8 @@ def _gunicorn_classes() -> dict[str, Any]:
             self.reading: dict[Any, float] = {}  # connection -> when its request must have arrived
             self.lingering: dict[Any, float] = {}  # closing socket -> when it is closed anyway
             self.max_body = nb2c_wsgi.MAX_BODY_BYTES
+            # The requests this worker's poller holds count against the budget its threads use too.
+            self.budget = nb2c_wsgi.BUDGET = budget.Budget(budget.per_worker(self.cfg.workers))
             if not BATCHING:
                 nb2c_wsgi.SERVICE.runner = self.run_in_main_thread
             super().init_process()
@@ -388,12 +392,16 @@ def _gunicorn_classes() -> dict[str, Any]:
             if not data:  # the client went away
                 self._drop(conn)
                 return
-            conn.prefetched += data
+            if not self.budget.take(len(data)):  # the worker holds all the partial requests it may
+                self._drop(conn, 503, _BUSY)
+                return
+            conn.prefetched += data  # taken from the budget while in self.reading
             arrived = _arrived(conn.prefetched, self.max_body)
             if arrived is None:
                 return
             self.poller.unregister(conn.sock)
             del self.reading[conn]
+            self.budget.give(len(conn.prefetched))  # from here the request's reader counts it
             conn.data_ready = True
             if arrived == "whole" and not BATCHING and conn.prefetched.startswith(b"POST /predict "):
                 self._handle_here(conn)
@@ -408,12 +416,15 @@ def _gunicorn_classes() -> dict[str, Any]:
             done.set_result(self.handle(conn))  # gunicorn's handle answers every error itself
             self.finish_request(conn, done)
 
-        def _drop(self, conn: Any, answer: bytes | None = None) -> None:
+        def _drop(self, conn: Any, status: int = 0, answer: bytes = b"") -> None:
+            """Close a connection whose request is still arriving: answered when it sent part of
+            one (408 too slow, 503 past the budget), silently when it sent nothing."""
             self.poller.unregister(conn.sock)
             del self.reading[conn]
+            self.budget.give(len(conn.prefetched))
             self.nr_conns -= 1
-            if answer is not None:
-                _answer_and_close(conn.sock, 408, answer)
+            if status:
+                _answer_and_close(conn.sock, status, answer, ("Retry-After: 1",) if status == 503 else ())
             else:
                 conn.close()
 
@@ -421,7 +432,7 @@ def _gunicorn_classes() -> dict[str, Any]:
             super().murder_pending()
             now = time.monotonic()
             for conn in [conn for conn, deadline in self.reading.items() if deadline <= now]:
-                self._drop(conn, _TOO_SLOW if conn.prefetched else None)
+                self._drop(conn, *((408, _TOO_SLOW) if conn.prefetched else ()))
             for sock in [sock for sock, deadline in self.lingering.items() if deadline <= now]:
                 self._end_linger(sock)
 
@@ -505,6 +516,7 @@ _TOO_MANY = json.dumps({"error": f"this server holds its most connections ({MAX_
                                  "NB2C_MAX_CONNECTIONS); retry shortly"}).encode()
 _TOO_SLOW = json.dumps({"error": f"the request did not arrive within {READ_TIMEOUT:g} s "
                                  "(NB2C_READ_TIMEOUT)"}).encode()
+_BUSY = json.dumps({"error": budget.BUSY}).encode()
 LINGER_SECONDS = 2.0  # as gunicorn's graceful close
 BODY_GRACE = 0.02  # seconds a worker leaves new connections to others while a call's body arrives
 MAX_LINGERING = 256

@@ -40,14 +40,19 @@ from pathlib import Path
 from typing import Any
 
 try:  # inside the package (tests, the kernel) or beside this file in the image
-    from nb2container.runtime import batching, codecs, contract
+    from nb2container.runtime import batching, budget, codecs, contract
 except ImportError:
     import nb2c_batching as batching  # type: ignore[no-redef]
+    import nb2c_budget as budget  # type: ignore[no-redef]
     import nb2c_codecs as codecs  # type: ignore[no-redef]
     import nb2c_contract as contract  # type: ignore[no-redef]
 
 APP_DIR = Path(__file__).resolve().parent
+# The Dockerfile sets it from the contract (contract.body_limit): 64 KiB for a call of numbers.
 MAX_BODY_BYTES = int(os.environ.get("NB2C_MAX_BODY_BYTES", str(10 * 1024 * 1024)))
+READ_PIECE = 64 * 1024  # a body is read, and counted against the budget, this much at a time
+# What clients can make this worker hold (nb2c_launcher sizes it for the worker count).
+BUDGET = budget.Budget(budget.per_worker(1))
 TIMEOUT_SECONDS = float(os.environ.get("NB2C_TIMEOUT", "60"))
 PATHS = ("/predict", "/health", "/ready", "/metadata", "/openapi.json", "/metrics")
 # Metrics label values are bounded: a client's invented method or path must not add a series.
@@ -320,7 +325,8 @@ def _route(service: Service, method: str, path: str, environ: dict[str, Any]) ->
     if method != wanted:
         raise RequestError(405, f"{path} answers {wanted}, not {method}", (("Allow", wanted),))
     if path == "/predict":
-        return 200, service.call(_read_json(environ))
+        with BUDGET.hold() as held:  # the body and its parsed objects, until the call is answered
+            return 200, service.call(_read_json(environ, held))
     if path == "/health":
         return 200, {"status": "ok"}
     if path == "/ready":
@@ -335,19 +341,45 @@ def _route(service: Service, method: str, path: str, environ: dict[str, Any]) ->
     return 200, METRICS.text()
 
 
-def _read_json(environ: dict[str, Any]) -> Any:
+def _busy() -> RequestError:
+    return RequestError(503, budget.BUSY, (("Retry-After", "1"),))
+
+
+def _read_body(environ: dict[str, Any], held: budget.Hold) -> bytes:
+    """The body, read a piece at a time and each piece counted against the budget."""
     length = environ.get("CONTENT_LENGTH") or ""
     if length and int(length) > MAX_BODY_BYTES:
         raise RequestError(413, f"the body is {length} bytes, over the limit of {MAX_BODY_BYTES} "
                                 "(NB2C_MAX_BODY_BYTES)")
-    try:
-        raw = environ["wsgi.input"].read(int(length) if length else MAX_BODY_BYTES + 1)
-    except OSError as exc:  # nb2c_launcher's read deadline, or the client went away
-        raise RequestError(408, f"the body did not arrive: {exc}") from None
-    except Exception as exc:  # the server's reader refused the body's framing (chunks, trailers): the client's fault
-        raise RequestError(400, f"the body is not well-formed HTTP ({type(exc).__name__}: {exc})"[:300]) from None
-    if len(raw) > MAX_BODY_BYTES:  # chunked, without a length
+    wanted = int(length) if length else MAX_BODY_BYTES + 1
+    pieces: list[bytes] = []
+    while wanted > 0:
+        try:
+            piece = environ["wsgi.input"].read(min(READ_PIECE, wanted))
+        except OSError as exc:  # nb2c_launcher's read deadline, or the client went away
+            raise RequestError(408, f"the body did not arrive: {exc}") from None
+        except Exception as exc:  # the server's reader refused the body's framing (chunks, trailers): the client's
+            raise RequestError(400, f"the body is not well-formed HTTP ({type(exc).__name__}: {exc})"[:300]) from None
+        if not piece:
+            break
+        if not held.take(len(piece)):
+            raise _busy()
+        pieces.append(piece)
+        wanted -= len(piece)
+    if wanted <= 0 and not length:  # chunked, without a length
         raise RequestError(413, f"the body is over the limit of {MAX_BODY_BYTES} bytes (NB2C_MAX_BODY_BYTES)")
+    return b"".join(pieces)
+
+
+def _read_json(environ: dict[str, Any], held: budget.Hold) -> Any:
+    raw = _read_body(environ, held)
+    cost = budget.parse_cost(raw)
+    if cost > BUDGET.limit:
+        raise RequestError(413, f"the body would take about {cost // 2**20 + 1} MiB of memory once parsed, more "
+                                f"than this worker may hold for requests ({BUDGET.limit // 2**20} MiB, "
+                                "NB2C_MEMORY_BUDGET_BYTES); send fewer values at once")
+    if not held.take(cost):
+        raise _busy()
     if not raw.strip():
         raise RequestError(400, "the body is empty; send a JSON object of argument names to values")
     deep = RequestError(400, f"the body nests deeper than {contract.MAX_DEPTH} levels")
