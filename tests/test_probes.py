@@ -72,3 +72,22 @@ def test_the_healthcheck_script_knows_the_layouts_probe_port() -> None:
 
     source = health.__loader__.get_source(health.__name__)  # type: ignore[union-attr]
     assert f'b"NB2C_PROBE_PORT", b"{IMAGE.probe_port}"' in source
+
+
+def test_a_taken_probe_port_stops_the_server_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Several containers on the host's network: the second cannot open the probe port, and says
+    which setting to change instead of a traceback."""
+    import types
+
+    from nb2container.runtime import launcher
+
+    with socket.create_server(("0.0.0.0", 0)) as taken:
+        monkeypatch.setattr(launcher, "PROBE_PORT", taken.getsockname()[1])
+        with pytest.raises(SystemExit) as stopped:
+            launcher._when_ready(types.SimpleNamespace(LISTENERS=[], num_workers=1))
+    assert stopped.value.code == 1
+    record = json.loads(capfd.readouterr().out.strip().splitlines()[-1])  # _log writes to the real stdout
+    assert record["event"] == "error" and "NB2C_PROBE_PORT" in record["error"], record
+    assert launcher.PROBES is None

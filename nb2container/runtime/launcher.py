@@ -132,7 +132,12 @@ def _when_ready(arbiter: Any) -> None:
     for listener in arbiter.LISTENERS:
         with contextlib.suppress(OSError, AttributeError):  # Linux only
             listener.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, max(1, int(READ_TIMEOUT)))
-    PROBES = ProbeServer(PROBE_PORT, lambda: _serving(arbiter.num_workers))
+    try:
+        PROBES = ProbeServer(PROBE_PORT, lambda: _serving(arbiter.num_workers))
+    except OSError as exc:
+        _log({"event": "error", "error": f"the probe port {PROBE_PORT} cannot be opened ({exc.strerror}): another "
+              "process holds it (several containers on the host's network?). Set NB2C_PROBE_PORT to a free port."})
+        sys.exit(1)
     PROBES.start()
 
 
@@ -320,14 +325,22 @@ def _gunicorn_classes() -> dict[str, Any]:
             return done.result()
 
         def wait_for_and_dispatch_events(self, timeout: float) -> None:
-            """A round of events: the connections first, then the listeners, so that a worker
-            runs the calls it holds before it takes more (an idle worker takes those)."""
+            """A round of events: the connections' first, one new connection taken after each
+            (a burst of new connections drains at one per call, not one per round of every
+            connection held, which starved them for seconds at c=64), the rest left to an idle
+            worker, which is waiting in its poller and takes them first."""
             try:
                 events = self.poller.select(timeout)
             except InterruptedError:
                 return
-            for key, _ in sorted(events, key=lambda event: event[0].fileobj in self.sockets):
-                key.data(key.fileobj)
+            listening = [key for key, _ in events if key.fileobj in self.sockets]
+            for key, _ in events:
+                if key.fileobj not in self.sockets:
+                    key.data(key.fileobj)
+                    for listener in listening:
+                        listener.data(listener.fileobj)
+            for listener in listening:
+                listener.data(listener.fileobj)
 
         def accept(self, listener: Any) -> None:
             """One connection per round of events, read at once: the listener defers accepting
@@ -343,9 +356,7 @@ def _gunicorn_classes() -> dict[str, Any]:
                 _answer_and_close(client, 503, _TOO_MANY, ("Retry-After: 1",))
                 return
             self.nr_conns += 1
-            conn = GuardedConn(self, self.cfg, GuardedSocket(client), address, listener.getsockname())
-            self._read(conn)
-            self._on_readable(conn, None)
+            self._read(GuardedConn(self, self.cfg, GuardedSocket(client), address, listener.getsockname()))
 
         def _body_on_its_way(self) -> bool:
             """Whether the newest connection sent part of its request moments ago (a client that
@@ -378,28 +389,33 @@ def _gunicorn_classes() -> dict[str, Any]:
             self._read(conn)
 
         def _read(self, conn: Any) -> None:
+            """Read the request: what has arrived now (usually all of it), the rest from the poller."""
             conn.prefetched = bytearray()
+            conn.polled = False
             self.reading[conn] = time.monotonic() + READ_TIMEOUT
-            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, conn))
+            self._on_readable(conn, None)
 
         def _on_readable(self, conn: Any, _: Any) -> None:
             try:
                 data = conn.sock.recv_now(65536)
             except BlockingIOError:
-                return
+                data = None
             except OSError:
                 data = b""
-            if not data:  # the client went away
+            if data == b"":  # the client went away
                 self._drop(conn)
                 return
-            if not self.budget.take(len(data)):  # the worker holds all the partial requests it may
+            if data is not None and not self.budget.take(len(data)):  # it holds all the partial requests it may
                 self._drop(conn, 503, _BUSY)
                 return
-            conn.prefetched += data  # taken from the budget while in self.reading
-            arrived = _arrived(conn.prefetched, self.max_body)
+            conn.prefetched += data or b""  # taken from the budget while in self.reading
+            arrived = _arrived(conn.prefetched, self.max_body) if data else None
             if arrived is None:
+                if not conn.polled:  # wait for the rest
+                    self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, conn))
+                    conn.polled = True
                 return
-            self.poller.unregister(conn.sock)
+            self._unpoll(conn)
             del self.reading[conn]
             self.budget.give(len(conn.prefetched))  # from here the request's reader counts it
             conn.data_ready = True
@@ -416,10 +432,15 @@ def _gunicorn_classes() -> dict[str, Any]:
             done.set_result(self.handle(conn))  # gunicorn's handle answers every error itself
             self.finish_request(conn, done)
 
+        def _unpoll(self, conn: Any) -> None:
+            if conn.polled:
+                self.poller.unregister(conn.sock)
+                conn.polled = False
+
         def _drop(self, conn: Any, status: int = 0, answer: bytes = b"") -> None:
             """Close a connection whose request is still arriving: answered when it sent part of
             one (408 too slow, 503 past the budget), silently when it sent nothing."""
-            self.poller.unregister(conn.sock)
+            self._unpoll(conn)
             del self.reading[conn]
             self.budget.give(len(conn.prefetched))
             self.nr_conns -= 1
