@@ -1,5 +1,6 @@
-"""Serving throughput and latency: the image's server next to FastAPI + uvicorn and Flask +
-gunicorn serving the same house-price model, measured side by side in one run.
+"""Serving throughput and latency: the image's server next to FastAPI + uvicorn, Flask +
+gunicorn and Flask under granian (a Rust HTTP server's WSGI interface) serving the same
+house-price model, measured side by side in one run.
 
     eval "$(scripts/engine.sh)"
     .venv/bin/pip install -e '.[bench]'; apt-get install -y wrk
@@ -87,7 +88,8 @@ def servers(work: Path) -> Iterator[list[Server]]:
              "gunicorn threads, 2 workers, model calls batched"),
         ):
             handles.append(client.containers.run(tag, detach=True, network_mode="host", read_only=True,
-                                                 environment={"NB2C_PORT": str(port), "NB2C_ACCESS_LOG": "0"}))
+                                                 environment={"NB2C_PORT": str(port), "NB2C_ACCESS_LOG": "0",
+                                                              "NB2C_PROBE_PORT": str(port + 100)}))
             wait_ready(port, "/ready")
             running.append(Server(name, port, setting))
         env = {**os.environ, "NB2C_BENCH_APP": str(app), "PYTHONPATH": str(ROOT / "bench")}
@@ -99,6 +101,9 @@ def servers(work: Path) -> Iterator[list[Server]]:
               "--no-access-log", "--workers", "2"], 18004, "FastAPI + uvicorn -w2", "uvicorn, 2 processes"),
             ([python_bin / "gunicorn", "baseline_apps:flask_app", "-b", "127.0.0.1:18005", "-w", "2",
               "--log-level", "warning"], 18005, "Flask + gunicorn", "gunicorn sync, 2 workers"),
+            ([python_bin / "granian", "--interface", "wsgi", "--host", "127.0.0.1", "--port", "18006",
+              "--workers", "2", "--blocking-threads", "1", "--log-level", "warning", "--no-ws",
+              "baseline_apps:flask_app"], 18006, "Flask + granian", "granian WSGI, 2 workers, 1 blocking thread"),
         ):
             running.append(Server(name, port, setting))
             handles.append(subprocess.Popen([str(c) for c in command], env=env, stdout=subprocess.DEVNULL,
@@ -197,8 +202,12 @@ def main() -> None:
     def rps(name: str, connections: int) -> float:
         return median(results[(name, connections)]).rps
 
-    print(f"\nnb2container / FastAPI+uvicorn at c=8: {rps('nb2container', 8) / rps('FastAPI + uvicorn', 8):.2f}x "
-          "(target >= 2.5x, p99 no higher)")
+    ours_8 = median(results[("nb2container", 8)])
+    print()
+    for peer in ("FastAPI + uvicorn -w2", "Flask + gunicorn", "Flask + granian", "FastAPI + uvicorn"):
+        theirs = median(results[(peer, 8)])
+        print(f"nb2container / {peer} at c=8: {ours_8.rps / theirs.rps:.2f}x req/s, p99 {ours_8.p99_ms:.2f} vs "
+              f"{theirs.p99_ms:.2f} ms (target: at least the best two-process peer, with a lower p99)")
     for connections in (8, 64):
         print(f"--batch / unbatched at c={connections}: "
               f"{rps('nb2container --batch', connections) / rps('nb2container', connections):.2f}x (target >= 5x)")
