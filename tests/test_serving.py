@@ -245,7 +245,7 @@ def sigterm_during_a_stream(docker_client: docker.DockerClient, tag: str, body: 
         stop.set()
         for thread in threads:
             thread.join(timeout=60)
-        assert lost == []
+        assert lost == [], (lost, len(answered), [round(at - signalled, 3) for at, _, _ in answered][-5:])
         assert [(status, got) for _, status, got in answered if (status, got) != (200, answer)] == []
         assert sum(at > signalled for at, _, _ in answered) >= 1  # calls in flight at SIGTERM were answered
         assert len(answered) >= 8 and refused

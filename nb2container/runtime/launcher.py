@@ -342,11 +342,12 @@ def _gunicorn_classes() -> dict[str, Any]:
             for listener in listening:
                 listener.data(listener.fileobj)
 
-        def accept(self, listener: Any) -> None:
+        def accept(self, listener: Any, at_once: bool = True) -> None:
             """One connection per round of events, read at once: the listener defers accepting
             until a request's bytes arrived, so a call is usually whole here and runs before
-            this worker accepts another; an idle worker takes the next (fair dispatch)."""
-            if self.cfg.workers > 1 and self._body_on_its_way():
+            this worker accepts another; an idle worker takes the next (fair dispatch). On
+            SIGTERM (``at_once`` false) connections are only taken, and answered from the poller."""
+            if at_once and self.cfg.workers > 1 and self._body_on_its_way():
                 return  # this round's connection is another worker's to take
             try:
                 client, address = listener.accept()
@@ -356,7 +357,7 @@ def _gunicorn_classes() -> dict[str, Any]:
                 _answer_and_close(client, 503, _TOO_MANY, ("Retry-After: 1",))
                 return
             self.nr_conns += 1
-            self._read(GuardedConn(self, self.cfg, GuardedSocket(client), address, listener.getsockname()))
+            self._read(GuardedConn(self, self.cfg, GuardedSocket(client), address, listener.getsockname()), at_once)
 
         def _body_on_its_way(self) -> bool:
             """Whether the newest connection sent part of its request moments ago (a client that
@@ -388,12 +389,16 @@ def _gunicorn_classes() -> dict[str, Any]:
             self.keepalived_conns.remove(conn)
             self._read(conn)
 
-        def _read(self, conn: Any) -> None:
+        def _read(self, conn: Any, at_once: bool = True) -> None:
             """Read the request: what has arrived now (usually all of it), the rest from the poller."""
             conn.prefetched = bytearray()
             conn.polled = False
             self.reading[conn] = time.monotonic() + READ_TIMEOUT
-            self._on_readable(conn, None)
+            if at_once:
+                self._on_readable(conn, None)
+            else:
+                self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, conn))
+                conn.polled = True
 
         def _on_readable(self, conn: Any, _: Any) -> None:
             try:
@@ -509,8 +514,8 @@ def _gunicorn_classes() -> dict[str, Any]:
 
         def _stop_listening(self) -> None:
             self.set_accept_enabled(False)
-            for listener in self.sockets:
-                _take_pending(listener, self.accept)
+            for listener in self.sockets:  # what is queued now: running calls meanwhile would let more queue
+                _take_pending(listener, partial(self.accept, at_once=False))
 
     class JsonLogger(Logger):
         """One JSON object per line on stdout: access lines and gunicorn's own messages."""
