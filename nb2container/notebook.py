@@ -390,6 +390,8 @@ def _unchecked_reason(saved: nbformat.NotebookNode, fresh: nbformat.NotebookNode
     """Why a call's saved output cannot be compared, should it turn out that it cannot."""
     if not saved.get("outputs"):
         return "its cell has no saved output (it was not run before the notebook was saved)"
+    if call.get("via"):
+        return f"its cell called it through {call['via']}, so the cell shows all the calls' results together"
     if call.get("stdout") and printing_calls > 1:
         return f"{printing_calls} calls printed into one output, which also holds other text"
     if call.get("stdout"):

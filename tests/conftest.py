@@ -97,6 +97,19 @@ def cli(*args: str | Path, cwd: Path | None = None) -> CliResult:
     return CliResult(code, out.getvalue(), err.getvalue())
 
 
+
+@pytest.fixture
+def shell() -> Iterator[Any]:
+    """A fresh IPython shell in this process (history in memory), as a kernel holds one."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    config = Config()
+    config.HistoryManager.hist_file = ":memory:"
+    InteractiveShell.clear_instance()
+    yield InteractiveShell.instance(config=config)
+    InteractiveShell.clear_instance()
+
 @pytest.fixture(scope="session")
 def docker_client() -> docker.DockerClient:
     try:

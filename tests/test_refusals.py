@@ -7,14 +7,12 @@ would send; one case also goes through the real command line and a real kernel.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import nbformat
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 from nbformat.v4 import new_code_cell, new_notebook
-from traitlets.config import Config
 
 from nb2container import cli as command_line
 from nb2container import config
@@ -82,16 +80,6 @@ CASES = {
         ["`score`", "`predict` (cell 1)", "`helper` (cell 2)"],
     ),
 }
-
-
-@pytest.fixture
-def shell() -> Iterator[InteractiveShell]:
-    """A fresh IPython shell (history in memory), as a kernel holds one."""
-    config = Config()
-    config.HistoryManager.hist_file = ":memory:"
-    InteractiveShell.clear_instance()
-    yield InteractiveShell.instance(config=config)
-    InteractiveShell.clear_instance()
 
 
 def notebook(cells: list[str]) -> nbformat.NotebookNode:

@@ -7,8 +7,11 @@ the one to serve is named later). An AST transformer re-binds a function right a
 wraps functions bound some other way.
 
 Only calls made by the cells themselves are recorded (from a cell's top level or a
-comprehension in it), not calls from inside other functions: those are the calls a person
-made and saw, and helpers called in a loop cost nothing. Each call keeps the execution count
+comprehension in it, directly or through pandas or numpy mapping the function over values:
+``df["text"].apply(classify)``, ``Series.map``, ``DataFrame.apply``), not calls from inside other
+functions: those are the calls a person made and saw, and helpers called in a loop cost
+nothing. Of the calls a cell makes through a library, the first ``MAPPED_SAMPLE`` distinct ones
+are kept (a column of a thousand rows is a thousand calls). Each call keeps the execution count
 of its cell, its arguments, and its result both as JSON and as the text IPython would
 display. The files a call opens are watched too (``files.FileWatch``).
 """
@@ -33,6 +36,11 @@ from nb2container.kernel.files import FileWatch
 from nb2container.kernel.jsonable import to_jsonable
 from nb2container.runtime import codecs
 
+# Libraries whose frames stand between a cell and a function they map over values.
+MAPPING_LIBRARIES = frozenset({"pandas", "numpy"})
+MAPPED_SAMPLE = 5  # distinct calls kept per cell and function, of those made through a library
+_MAPPED_TRIES = 50  # calls of a cell looked at for distinct ones, at most
+
 
 @dataclass
 class Call:
@@ -52,6 +60,7 @@ class Call:
     result_codec: dict[str, Any] = field(default_factory=lambda: {"kind": "json"})
     stdout: str = ""  # what the call printed
     no_json: str = ""  # an argument or the result JSON cannot carry: the build is refused, naming it
+    via: str = ""  # the library method the cell called, which called the function ("Series.apply")
 
 
 class _Tee(io.TextIOBase):
@@ -89,6 +98,7 @@ class CallRecorder:
     installed_at: int = 0  # the execution count when recording began
     objects: dict[int, Any] = field(default_factory=dict)  # arguments with no JSON form, kept alive by id
     errors: list[str] = field(default_factory=list)  # nb2container's own failures to record a call
+    mapped_tries: dict[str, int] = field(default_factory=dict)  # function -> mapped calls of this cell seen
 
     def install(self) -> None:
         self.shell.user_ns[RECORDER_NAME] = self
@@ -101,20 +111,16 @@ class CallRecorder:
         """The recording twin of ``fn``; the original stays reachable for capture."""
         if not inspect.isfunction(fn) or ORIGINAL_ATTR in fn.__dict__ or inspect.isgeneratorfunction(fn):
             return fn
-        user_ns = self.shell.user_ns
-
-        def from_cell(frame: types.FrameType | None) -> bool:
-            return frame is not None and frame.f_globals is user_ns and frame.f_code.co_name.startswith("<")
-
         if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)
             async def recorded_async(*args: Any, **kwargs: Any) -> Any:
-                if not from_cell(sys._getframe(1)):
+                via = self._origin(sys._getframe(1))
+                if via is None or not self._sampling(fn.__name__, via):
                     return await fn(*args, **kwargs)
                 with self.files, printed_during() as printed:
                     result = await fn(*args, **kwargs)
-                self._record(fn, args, kwargs, result, printed.getvalue())
+                self._record(fn, args, kwargs, result, printed.getvalue(), via)
                 return result
 
             wrapper: Any = recorded_async
@@ -122,16 +128,45 @@ class CallRecorder:
 
             @functools.wraps(fn)
             def recorded(*args: Any, **kwargs: Any) -> Any:
-                if not from_cell(sys._getframe(1)):
+                via = self._origin(sys._getframe(1))
+                if via is None or not self._sampling(fn.__name__, via):
                     return fn(*args, **kwargs)
                 with self.files, printed_during() as printed:
                     result = fn(*args, **kwargs)
-                self._record(fn, args, kwargs, result, printed.getvalue())
+                self._record(fn, args, kwargs, result, printed.getvalue(), via)
                 return result
 
             wrapper = recorded
         setattr(wrapper, ORIGINAL_ATTR, fn)
         return wrapper
+
+    def _origin(self, frame: types.FrameType | None) -> str | None:
+        """Who made a call: "" a cell, "Series.apply" a cell through that library method, None
+        anything else (another function of the notebook, a library called from one)."""
+        via = ""
+        while frame is not None:
+            if frame.f_globals is self.shell.user_ns:
+                if frame.f_code.co_name == "<module>":  # a cell's own code
+                    return via
+                if not frame.f_code.co_name.startswith("<"):  # a function of the notebook
+                    return None
+                # a comprehension or lambda of a cell's: whoever runs it decides
+            elif str(frame.f_globals.get("__name__", "")).split(".")[0] in MAPPING_LIBRARIES:
+                via = getattr(frame.f_code, "co_qualname", frame.f_code.co_name)  # the outermost: what the cell called
+            else:
+                return None
+            frame = frame.f_back
+        return None
+
+    def _sampling(self, function: str, via: str) -> bool:
+        """Whether to record a call: every one a cell makes itself; of those it makes through a
+        library, until MAPPED_SAMPLE distinct ones are kept (the rest are counted only)."""
+        if not via:
+            return True
+        self.totals[function] = self.totals.get(function, 0) + 1
+        tries = self.mapped_tries[function] = self.mapped_tries.get(function, 0) + 1
+        kept = sum(1 for c in self.calls if c.function == function and c.via and c.execution_count is None)
+        return kept < MAPPED_SAMPLE and tries <= _MAPPED_TRIES
 
     def as_dicts(self, function: str) -> list[dict[str, Any]]:
         return [asdict(call) for call in self.calls if call.function == function]
@@ -157,6 +192,7 @@ class CallRecorder:
         for call in self.calls:
             if call.execution_count is None:
                 call.execution_count = count
+        self.mapped_tries.clear()
         self.files.stamp(count)
         self._wrap_namespace()
 
@@ -170,13 +206,22 @@ class CallRecorder:
             if name in ns:
                 ns[name] = self.wrap(ns[name])
 
-    def _record(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any, stdout: str) -> None:
+    def _record(self, fn: Any, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any, stdout: str,
+                via: str = "") -> None:
         """Never fails the user's cell: an error here is nb2container's, reported at capture."""
         function = fn.__name__
-        self.totals[function] = self.totals.get(function, 0) + 1
-        if self.totals[function] <= self.limit:
+        if not via:  # a mapped call was counted when it was sampled
+            self.totals[function] = self.totals.get(function, 0) + 1
+        kept = sum(1 for c in self.calls if c.function == function)
+        if kept < self.limit:
             try:
-                self.calls.append(make_call(self.shell, fn, list(args), kwargs, result, stdout, self.objects))
+                call = make_call(self.shell, fn, list(args), kwargs, result, stdout, self.objects)
+                if via:
+                    call.via, call.shown = via, f"{call.shown} through {via}"
+                if via and any(c.function == function and c.via and c.execution_count is None
+                               and (c.args, c.kwargs) == (call.args, call.kwargs) for c in self.calls):
+                    return  # the same call again (a column of repeated values): one is enough
+                self.calls.append(call)
             except Exception as exc:
                 count = getattr(self.shell, "execution_count", None)
                 self.errors.append(f"`{function}` in [{count}]: {type(exc).__name__}: {str(exc)[:200]}")
