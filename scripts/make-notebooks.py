@@ -466,6 +466,23 @@ SERVING_FAULTS = [
     new_code_cell("score(4.0, wait=0.01)"),
 ]
 
+SPAM_APPLY = [
+    new_markdown_cell("# Spam filter\n\nA keyword rule, used the way notebooks often use a function: "
+                      "mapped over a column with `.apply`, never called on its own."),
+    new_code_cell("import pandas as pd\n\nSPAM_WORDS = {'free', 'win', 'prize', 'cash', 'urgent'}"),
+    new_code_cell("def classify(sms):\n"
+                  "    words = set(sms.lower().replace('!', ' ').replace(':', ' ').split())\n"
+                  "    return 'spam' if words & SPAM_WORDS else 'ham'", metadata={"tags": ["serve"]}),
+    new_code_cell("messages = pd.DataFrame({'SMS': [\n"
+                  "    'Free entry to win a prize!', 'See you at lunch', 'URGENT: claim your cash',\n"
+                  "    'ok', 'Call me later', 'win win win', 'Are we still on for tonight?',\n"
+                  "]})\n"
+                  "messages['label'] = messages['SMS'].apply(classify)\n"
+                  "messages"),
+    new_code_cell("messages['label'].value_counts()"),
+]
+
+
 NOTEBOOKS = {
     "house_prices.ipynb": (HOUSE_PRICES, None),
     "churn_helpers.ipynb": (CHURN_HELPERS, None),
@@ -487,6 +504,7 @@ NOTEBOOKS = {
     "varying_shapes.ipynb": (VARYING_SHAPES, None),
     "numpy_types.ipynb": (NUMPY_TYPES, None),
     "printed_calls.ipynb": (PRINTED_CALLS, None),
+    "spam_apply.ipynb": (SPAM_APPLY, None),
 }
 
 

@@ -74,3 +74,19 @@ def test_the_table_shortens_long_values_and_failures_read_as_sentences() -> None
     table = smoke_table(report)
     assert max(len(line) for line in table.splitlines()[:3]) < 200
     assert "MISMATCH f() in [1]: the container answered HTTP 422" in table and " - where" not in table
+
+
+def test_calls_a_cell_mapped_over_a_column_are_not_compared_and_said_so_once() -> None:
+    source = "messages['label'] = messages['SMS'].apply(f)\nmessages"
+    shown = [cell(source, 4, result="  SMS  label\n0 ...")]
+    calls = [{**call(4, label, f"'{label}'"), "via": "Series.apply", "shown": f"f({n}) through Series.apply"}
+             for n, label in enumerate(["spam", "ham", "spam"])]
+    report = judged(shown, shown, calls)
+    assert {case.checked for case in report.cases} == {
+        "not compared: its cell called it through Series.apply, so the cell shows all the calls' results together"}
+    for case in report.cases:
+        case.passed, case.actual = True, case.expected
+    lines = [line for line in smoke_table(report).splitlines() if "were not compared" in line or "was not" in line]
+    assert lines == ["cell 1: 3 calls (f(0) through Series.apply, ...) were not compared with the saved output, "
+                     "since its cell called it through Series.apply, so the cell shows all the calls' results "
+                     "together"], lines

@@ -98,6 +98,9 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "printed_calls.ipynb": {  # three calls print into one output, compared together
         "function": "predict", "prints": True, "module": ["LANGUAGES = ['Czech', 'Russian', 'English', 'Japanese']"],
     },
+    "spam_apply.ipynb": {  # used only through Series.apply: its first 5 distinct calls are replayed
+        "function": "classify", "codecs": {"sms": "json"}, "module": ["SPAM_WORDS = {"],
+    },
     "hidden_state.ipynb": {
         "function": "keyword_score",
         "formats": {"tokens": "cloudpickle"},  # defined by %run: no cell has its source
