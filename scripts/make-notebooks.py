@@ -483,6 +483,18 @@ SPAM_APPLY = [
 ]
 
 
+SERIES_OR_LIST = [
+    new_markdown_cell("# Totals\n\nOne function, called with a pandas Series in one cell and a plain list "
+                      "in another: each reaches the served function as the type it was."),
+    new_code_cell("import pandas as pd"),
+    new_code_cell("def total(values):\n"
+                  "    kind = 'series' if isinstance(values, pd.Series) else type(values).__name__\n"
+                  "    return {'kind': kind, 'total': float(sum(values))}", metadata={"tags": ["serve"]}),
+    new_code_cell("total(pd.Series([1.0, 2.0, 4.0], name='amount'))"),
+    new_code_cell("total([1.0, 2.0])"),
+]
+
+
 NOTEBOOKS = {
     "house_prices.ipynb": (HOUSE_PRICES, None),
     "churn_helpers.ipynb": (CHURN_HELPERS, None),
@@ -505,6 +517,7 @@ NOTEBOOKS = {
     "numpy_types.ipynb": (NUMPY_TYPES, None),
     "printed_calls.ipynb": (PRINTED_CALLS, None),
     "spam_apply.ipynb": (SPAM_APPLY, None),
+    "series_or_list.ipynb": (SERIES_OR_LIST, None),
 }
 
 

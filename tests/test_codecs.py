@@ -109,3 +109,36 @@ def test_numpy_arguments_round_trip_through_their_codec(value: np.ndarray) -> No
     back = round_trip(value)
     assert isinstance(back, np.ndarray) and back.dtype == value.dtype
     assert back.tolist() == value.tolist()
+
+
+def sent(value: object) -> object:
+    return json.loads(json.dumps(value, default=codecs.to_json))
+
+
+def test_a_series_in_one_call_and_a_list_in_another_each_come_back_as_passed() -> None:
+    """total(pd.Series([1.0, 2.0, 4.0])) and total([1.0, 2.0]): the server restores a Series for
+    the Series' JSON and a list for the list's, never a dict the notebook never passed."""
+    calls = [pd.Series([1.0, 2.0, 4.0]), [1.0, 2.0]]
+    merged = codecs.merge([codecs.describe(v) for v in calls], [sent(v) for v in calls])
+    assert merged["kind"] == "union" and [o["kind"] for o in merged["options"]] == ["json", "series"]
+    back = codecs.decode(merged, sent(calls[0]))
+    assert isinstance(back, pd.Series) and back.sum() == 7.0
+    assert codecs.decode(merged, [1.0, 2.0]) == [1.0, 2.0]
+    with pytest.raises(ValueError, match='expected a JSON array or an object with "data"'):
+        codecs.decode(merged, {"index": [0]})  # an object the notebook never passed
+    assert codecs.modules(merged) == {"pandas"}
+    schema = codecs.json_schema(merged)
+    assert {"type": "array"} in schema["anyOf"][0]["anyOf"] and schema["anyOf"][1]["required"] == ["data"]
+
+
+def test_a_frame_in_one_call_and_a_dict_in_another() -> None:
+    frame, row = pd.DataFrame({"a": [1, 2]}), {"a": 3}
+    merged = codecs.merge([codecs.describe(frame), codecs.describe(row)], [sent(frame), sent(row)])
+    assert isinstance(codecs.decode(merged, [{"a": 5}]), pd.DataFrame) and codecs.decode(merged, {"a": 4}) == {"a": 4}
+
+
+def test_types_that_travel_alike_cannot_be_told_apart() -> None:
+    array, plain = np.array([1.0, 2.0]), [1.0, 2.0]
+    with pytest.raises(codecs.AmbiguousCodec, match="both travel as a JSON array") as refused:
+        codecs.merge([codecs.describe(array), codecs.describe(plain)], [sent(array), sent(plain)])
+    assert [refused.value.named(kind) for kind in refused.value.kinds] == ["a list", "a numpy array"]

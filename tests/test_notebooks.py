@@ -101,6 +101,9 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "spam_apply.ipynb": {  # used only through Series.apply: its first 5 distinct calls are replayed
         "function": "classify", "codecs": {"sms": "json"}, "module": ["SPAM_WORDS = {"],
     },
+    "series_or_list.ipynb": {  # a Series in one call, a list in another: each restored as it was passed
+        "function": "total", "codecs": {"values": "union"}, "packages": {"pandas"},
+    },
     "hidden_state.ipynb": {
         "function": "keyword_score",
         "formats": {"tokens": "cloudpickle"},  # defined by %run: no cell has its source

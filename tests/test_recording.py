@@ -44,3 +44,25 @@ def test_calls_through_pandas_are_recorded_first_distinct_ones_per_cell(shell: A
     lambdas = [(c["args"], c["via"]) for c in by_cell[8]]  # a cell's lambda, mapped by pandas
     assert lambdas == [(["FREE ENTRY"], "Series.apply"), (["HELLO"], "Series.apply")]
     assert recorder.totals["classify"] == 21 + 21 + 2 + 1 + 2  # every call the cells made is counted
+
+
+def test_a_parameter_given_types_the_server_cannot_tell_apart_is_refused_naming_the_cells(
+    shell: Any, tmp_path: Any
+) -> None:
+    pytest.importorskip("numpy", reason="the cells use numpy (the notebooks' extra)")
+    from nb2container.captured import read_raw
+    from nb2container.errors import CaptureError
+    from nb2container.kernel.capture import capture_to_file
+    from nb2container.kernel.request import CaptureRequest
+
+    CallRecorder(shell, "total").install()
+    for source in ["import numpy as np\ndef total(values):\n    return float(sum(values))",
+                   "total(np.array([1.0, 2.0]))", "total([1.0, 2.0])"]:
+        assert shell.run_cell(source, store_history=True).success, source
+    capture_to_file(shell.user_ns, CaptureRequest("total", str(tmp_path)))
+    with pytest.raises(CaptureError) as refused:
+        read_raw(tmp_path, "nb.ipynb")
+    message = str(refused.value)
+    assert "`total`'s parameter `values` gets a list in cells [3] and a numpy array in cells [2]: both travel as " \
+           "a JSON array" in message, message
+    assert "np.asarray(values)" in message and "\n" not in message.strip()

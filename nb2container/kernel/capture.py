@@ -278,8 +278,7 @@ def capture(
     contract = interface.infer(fn, calls or [], objects or {}, ns, bind, no_bind)
     # The server restores arguments and encodes results with these, even when the function
     # itself never names them (a DataFrame argument whose methods it calls).
-    closure.modules |= {codecs.MODULES[c["kind"]] for c in [*contract.params.values(), contract.result]
-                        if c["kind"] in codecs.MODULES}
+    closure.modules |= set().union(*(codecs.modules(c) for c in [*contract.params.values(), contract.result]))
     for global_name, obj in contract.bound_objects.items():
         if global_name in ns:
             closure.visit(global_name, used_by=function)

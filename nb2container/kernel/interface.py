@@ -45,11 +45,12 @@ def infer(
                                   f"`{fn.__name__}{signature}`.")
     params = {}
     for name, parameter in signature.parameters.items():
-        seen = [call["codecs"][name] for call in calls if name in call["codecs"]]
+        passing = [call for call in calls if name in call["codecs"]]
         annotation = None if parameter.annotation is inspect.Parameter.empty else (
             parameter.annotation if isinstance(parameter.annotation, str)
             else getattr(parameter.annotation, "__name__", None))
-        params[name] = codecs.merge(seen) if seen else (codecs.from_annotation(annotation) or {"kind": "json"})
+        params[name] = _merge(fn, name, passing) if passing else (
+            codecs.from_annotation(annotation) or {"kind": "json"})
     interface = Interface(params, codecs.merge([call["result_codec"] for call in calls]),
                           prints=any(call["stdout"] for call in calls))
     for name, codec in params.items():
@@ -59,6 +60,24 @@ def infer(
     for call in calls:
         _set_body(call, signature, interface)
     return interface
+
+
+def _merge(fn: Any, name: str, passing: list[dict[str, Any]]) -> dict[str, Any]:
+    """The parameter's codec from the calls that pass it; refused when the server could not tell
+    the types the calls passed apart by their JSON."""
+    try:
+        return codecs.merge([call["codecs"][name] for call in passing],
+                            [call["arguments"].get(name) for call in passing])
+    except codecs.AmbiguousCodec as exc:
+        cells = {kind: _cells([c for c in passing if c["codecs"][name]["kind"] == kind]) for kind in exc.kinds}
+        where = " and ".join(f"{exc.named(kind)} in {cells[kind]}" for kind in exc.kinds)
+        raise Refusal(
+            "ambiguous_types",
+            f"`{fn.__name__}`'s parameter `{name}` gets {where.replace('the calls in ', '')}: {exc}, so the "
+            "server could not tell from a request which to give the function. Pass one type in every call "
+            "(convert where you call it, e.g. np.asarray(values) or values.tolist()), then build again.",
+            parameter=name,
+        ) from None
 
 
 def _bind(interface: Interface, fn: Any, name: str, calls: list[dict[str, Any]],

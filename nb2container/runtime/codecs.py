@@ -12,6 +12,9 @@ A codec is a small JSON dict, ``{"kind": ...}`` plus what the kind needs to rest
     dataframe  a list of row objects ("records"); ``columns`` and ``dtypes`` restored
     series     {"index": [...], "data": [...], "name": ...} (pandas "split"); ``dtype`` restored
     datetime   an ISO 8601 string
+    union      the calls passed several of these (a Series in one, a list in another): each
+               ``options`` entry is one, with the JSON ``forms`` it arrives in; the server restores
+               the one whose form the request has, so the function gets a type a call gave it
     object     no JSON form: the parameter must be bound (supplied by the server)
 """
 
@@ -23,6 +26,48 @@ from typing import Any
 
 # The package a codec needs in the image to restore or encode its values.
 MODULES = {"ndarray": "numpy", "dataframe": "pandas", "series": "pandas"}
+# The JSON form each kind travels in; a json value's depends on the value (json_form).
+_FORMS = {"ndarray": "array", "dataframe": "records", "series": "split", "datetime": "string"}
+_FORM_SCHEMAS: dict[str, dict[str, Any]] = {
+    "array": {"type": "array"}, "records": {"type": "array", "items": {"type": "object"}},
+    "split": {"type": "object", "required": ["data"]}, "object": {"type": "object"}, "string": {"type": "string"},
+    "scalar": {"type": ["number", "integer", "boolean", "null"]}}
+_FORM_NAMES = {"array": "a JSON array", "records": "a list of row objects", "split": 'an object with "data"',
+               "object": "a JSON object", "string": "a string", "scalar": "a number, true/false or null"}
+
+
+_KIND_NAMES = {"ndarray": "a numpy array", "dataframe": "a pandas DataFrame", "series": "a pandas Series",
+               "datetime": "a date or datetime"}
+_PLAIN_NAMES = {"array": "a list", "records": "a list of dicts", "split": "a dict", "object": "a dict",
+                "string": "a string", "scalar": "a number"}
+
+
+class AmbiguousCodec(ValueError):
+    """Calls passed types that travel in the same JSON form: the server could not tell them apart."""
+
+    def __init__(self, kinds: list[str], form: str) -> None:
+        super().__init__(f"both travel as {_FORM_NAMES[form]}")
+        self.kinds, self.form = kinds, form
+
+    def named(self, kind: str) -> str:
+        """What a person calls a value of ``kind`` in this form: "a numpy array", "a list"."""
+        return _KIND_NAMES.get(kind) or _PLAIN_NAMES[self.form]
+
+
+def json_form(value: Any) -> str:
+    """How a JSON value looks, as far as choosing a union's option goes."""
+    if isinstance(value, list):
+        return "records" if value and all(isinstance(item, dict) for item in value) else "array"
+    if isinstance(value, dict):
+        return "split" if "data" in value else "object"
+    return "string" if isinstance(value, str) else "scalar"
+
+
+def modules(codec: dict[str, Any]) -> set[str]:
+    """The packages the image needs to restore or encode values of ``codec``."""
+    if codec.get("kind") == "union":
+        return set().union(*(modules(option) for option in codec["options"]))
+    return {MODULES[codec["kind"]]} if codec.get("kind") in MODULES else set()
 
 
 def describe(value: Any) -> dict[str, Any]:
@@ -45,16 +90,20 @@ def describe(value: Any) -> dict[str, Any]:
     return {"kind": "json"}
 
 
-def merge(codecs: list[dict[str, Any]]) -> dict[str, Any]:
-    """One codec for a parameter: the narrowest that accepts what every recorded call passed.
+def merge(codecs: list[dict[str, Any]], values: list[Any] | None = None) -> dict[str, Any]:
+    """One codec for a parameter: the narrowest that accepts what every recorded call passed
+    (``values``: their JSON forms, where known, beside ``codecs``).
 
     Details the calls disagree on widen: dimensions become unknown, dtypes the one that holds
-    them all, columns any; kinds that disagree fall back to plain JSON (or to an object)."""
-    kinds = {codec["kind"] for codec in codecs}
+    them all, columns any. Kinds that disagree make a union, each kind an option restored from
+    its own JSON form (AmbiguousCodec when two share one); with an object among them, the object."""
+    kinds = sorted({codec["kind"] for codec in codecs})
     if not codecs:
         return {"kind": "json"}
+    if "object" in kinds:
+        return next(c for c in codecs if c["kind"] == "object")
     if len(kinds) > 1:
-        return next((c for c in codecs if c["kind"] == "object"), {"kind": "json"})
+        return _union(codecs, values if values is not None else [None] * len(codecs))
     first = dict(codecs[0])
 
     def agreed(key: str) -> Any:
@@ -75,6 +124,21 @@ def merge(codecs: list[dict[str, Any]]) -> dict[str, Any]:
     elif first["kind"] == "datetime":
         first["type"] = agreed("type") or "datetime"
     return first
+
+
+def _union(codecs: list[dict[str, Any]], values: list[Any]) -> dict[str, Any]:
+    options: list[dict[str, Any]] = []
+    owner: dict[str, str] = {}  # JSON form -> the kind that travels in it
+    for kind in sorted({codec["kind"] for codec in codecs}):
+        alike = [(c, v) for c, v in zip(codecs, values, strict=True) if c["kind"] == kind]
+        option = merge([c for c, _ in alike])
+        forms = sorted({json_form(v) for _, v in alike}) if kind == "json" else [_FORMS[kind]]
+        for form in forms:
+            if form in owner:
+                raise AmbiguousCodec([owner[form], kind], form)
+            owner[form] = kind
+        options.append({**option, "forms": forms})
+    return {"kind": "union", "options": options}
 
 
 def _common_dtype(dtypes: list[str | None]) -> str | None:
@@ -145,6 +209,13 @@ def _numpy_json(value: Any) -> Any:
 def decode(codec: dict[str, Any], value: Any) -> Any:
     """Restore an argument the request sent as JSON; ValueError says what was wrong."""
     kind = codec.get("kind", "json")
+    if kind == "union":  # the type a recorded call passed in this JSON form
+        form = json_form(value)
+        option = next((o for o in codec["options"] if form in o["forms"]), None)
+        if option is None:
+            wanted = " or ".join(_FORM_NAMES[f] for o in codec["options"] for f in o["forms"])
+            raise ValueError(f"expected {wanted} (what the notebook's calls passed), got {_FORM_NAMES[form]}")
+        return decode(option, value)
     if kind == "ndarray":
         import numpy as np
 
@@ -209,6 +280,10 @@ def json_schema(codec: dict[str, Any], example: Any = None) -> dict[str, Any]:
             "name": {}}}
     elif kind == "datetime":
         schema = {"type": "string", "format": "date" if codec.get("type") == "date" else "date-time"}
+    elif kind == "union":  # documented as each option; the server restores the one the JSON's form picks
+        schema = {"anyOf": [json_schema(option) if option["kind"] != "json"
+                            else {"anyOf": [_FORM_SCHEMAS[form] for form in option["forms"]]}
+                            for option in codec["options"]]}
     else:
         schema = _example_schema(example)
     schema["x-nb2container-codec"] = codec
