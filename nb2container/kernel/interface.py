@@ -54,6 +54,16 @@ def infer(
     interface = Interface(params, codecs.merge([call["result_codec"] for call in calls]),
                           prints=any(call["stdout"] for call in calls))
     for name, codec in params.items():
+        if codec.get("device"):
+            raise Refusal(
+                "device_tensor",
+                f"`{fn.__name__}`'s parameter `{name}` gets a tensor on {codec['device']} "
+                f"({_cells([c for c in calls if name in c['codecs']]) or 'in the recorded calls'}): a request "
+                "carries its values as JSON, and the image restores tensors on the CPU. Pass it on the CPU in "
+                "the notebook's calls (`t.cpu()`) and move it inside the function if it needs the GPU, then "
+                "build again.",
+                parameter=name,
+            )
         wanted = name in (bind or []) or (codec["kind"] == "object" and not no_bind)
         if wanted:
             _bind(interface, fn, name, calls, objects, ns)

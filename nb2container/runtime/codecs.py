@@ -9,6 +9,7 @@ A codec is a small JSON dict, ``{"kind": ...}`` plus what the kind needs to rest
 
     json       scalars, strings, lists, dicts, None: sent as they are
     ndarray    nested lists; ``dtype`` restored before the call
+    tensor     nested lists; a ``framework`` (torch) tensor of ``dtype`` on the CPU restored
     dataframe  a list of row objects ("records"); ``columns`` and ``dtypes`` restored
     series     {"index": [...], "data": [...], "name": ...} (pandas "split"); ``dtype`` restored
     datetime   an ISO 8601 string
@@ -27,7 +28,7 @@ from typing import Any
 # The package a codec needs in the image to restore or encode its values.
 MODULES = {"ndarray": "numpy", "dataframe": "pandas", "series": "pandas"}
 # The JSON form each kind travels in; a json value's depends on the value (json_form).
-_FORMS = {"ndarray": "array", "dataframe": "records", "series": "split", "datetime": "string"}
+_FORMS = {"ndarray": "array", "tensor": "array", "dataframe": "records", "series": "split", "datetime": "string"}
 _FORM_SCHEMAS: dict[str, dict[str, Any]] = {
     "array": {"type": "array"}, "records": {"type": "array", "items": {"type": "object"}},
     "split": {"type": "object", "required": ["data"]}, "object": {"type": "object"}, "string": {"type": "string"},
@@ -36,8 +37,8 @@ _FORM_NAMES = {"array": "a JSON array", "records": "a list of row objects", "spl
                "object": "a JSON object", "string": "a string", "scalar": "a number, true/false or null"}
 
 
-_KIND_NAMES = {"ndarray": "a numpy array", "dataframe": "a pandas DataFrame", "series": "a pandas Series",
-               "datetime": "a date or datetime"}
+_KIND_NAMES = {"ndarray": "a numpy array", "tensor": "a tensor", "dataframe": "a pandas DataFrame",
+               "series": "a pandas Series", "datetime": "a date or datetime"}
 _PLAIN_NAMES = {"array": "a list", "records": "a list of dicts", "split": "a dict", "object": "a dict",
                 "string": "a string", "scalar": "a number"}
 
@@ -67,6 +68,8 @@ def modules(codec: dict[str, Any]) -> set[str]:
     """The packages the image needs to restore or encode values of ``codec``."""
     if codec.get("kind") == "union":
         return set().union(*(modules(option) for option in codec["options"]))
+    if codec.get("kind") == "tensor":
+        return {codec["framework"]}
     return {MODULES[codec["kind"]]} if codec.get("kind") in MODULES else set()
 
 
@@ -76,6 +79,11 @@ def describe(value: Any) -> dict[str, Any]:
     name = type(value).__name__
     if module == "numpy" and name == "ndarray":
         return {"kind": "ndarray", "dtype": str(value.dtype), "ndim": int(value.ndim)}
+    if module == "torch" and name in ("Tensor", "Parameter"):
+        if value.device.type != "cpu":  # exists only where that device is: refused at capture
+            return {"kind": "object", "type": "torch.Tensor", "device": str(value.device)}
+        return {"kind": "tensor", "framework": "torch", "dtype": str(value.dtype).removeprefix("torch."),
+                "ndim": int(value.dim())}
     if module == "pandas" and name == "DataFrame":
         return {"kind": "dataframe", "columns": [str(c) for c in value.columns],
                 "dtypes": {str(c): str(t) for c, t in value.dtypes.items()}}
@@ -110,9 +118,10 @@ def merge(codecs: list[dict[str, Any]], values: list[Any] | None = None) -> dict
         values = [c.get(key) for c in codecs]
         return values[0] if all(v == values[0] for v in values) else None
 
-    if first["kind"] == "ndarray":
+    if first["kind"] in ("ndarray", "tensor"):
         first["ndim"] = agreed("ndim")
-        first["dtype"] = agreed("dtype") or _common_dtype([c.get("dtype") for c in codecs])
+        common = _common_dtype if first["kind"] == "ndarray" else _common_tensor_dtype
+        first["dtype"] = agreed("dtype") or common([c.get("dtype") for c in codecs])
     elif first["kind"] == "dataframe":
         first["columns"] = agreed("columns")
         dtypes = [c.get("dtypes") or {} for c in codecs]
@@ -141,6 +150,22 @@ def _union(codecs: list[dict[str, Any]], values: list[Any]) -> dict[str, Any]:
     return {"kind": "union", "options": options}
 
 
+def _common_tensor_dtype(dtypes: list[str | None]) -> str | None:
+    """As torch promotes (int64 and float32: float32, where numpy says float64): a model's float32
+    weights must not meet float64 inputs."""
+    if None in dtypes:
+        return None
+    import functools
+
+    import torch
+
+    try:
+        return str(functools.reduce(torch.promote_types, [getattr(torch, str(d)) for d in dtypes])).removeprefix(
+            "torch.")
+    except (AttributeError, TypeError):
+        return None
+
+
 def _common_dtype(dtypes: list[str | None]) -> str | None:
     """The dtype that holds values of each of ``dtypes`` (int64 and float64: float64)."""
     if None in dtypes:
@@ -157,6 +182,7 @@ def from_annotation(annotation: str | None) -> dict[str, Any] | None:
     """A codec from a type hint, for parameters no recorded call shows."""
     leaf = (annotation or "").rsplit(".", 1)[-1]
     known: dict[str, dict[str, Any]] = {"ndarray": {"kind": "ndarray", "dtype": None, "ndim": None},
+            "Tensor": {"kind": "tensor", "framework": "torch", "dtype": None, "ndim": None},
             "DataFrame": {"kind": "dataframe", "columns": None, "dtypes": None},
             "Series": {"kind": "series", "dtype": None, "name": None},
             "datetime": {"kind": "datetime", "type": "datetime"},
@@ -230,6 +256,16 @@ def decode(codec: dict[str, Any], value: Any) -> Any:
         if codec.get("ndim") is not None and array.ndim != codec["ndim"]:
             raise ValueError(f"expected an array with {codec['ndim']} dimension(s), got {array.ndim}")
         return array
+    if kind == "tensor":
+        import torch
+
+        try:
+            tensor = torch.tensor(value, dtype=getattr(torch, codec["dtype"]) if codec.get("dtype") else None)
+        except (TypeError, ValueError, RuntimeError, AttributeError) as exc:
+            raise ValueError(f"expected an array (nested lists) of {codec.get('dtype') or 'numbers'}: {exc}") from None
+        if codec.get("ndim") is not None and tensor.dim() != codec["ndim"]:
+            raise ValueError(f"expected an array with {codec['ndim']} dimension(s), got {tensor.dim()}")
+        return tensor
     if kind == "dataframe":
         import pandas as pd
 
@@ -261,15 +297,16 @@ def decode(codec: dict[str, Any], value: Any) -> Any:
 def json_schema(codec: dict[str, Any], example: Any = None) -> dict[str, Any]:
     """The JSON Schema of a value carried by ``codec`` (for /openapi.json)."""
     kind = codec.get("kind", "json")
-    if kind == "ndarray" and codec.get("ndim") is None:  # the calls passed arrays of several dimensions
+    if kind in ("ndarray", "tensor") and codec.get("ndim") is None:  # arrays of several dimensions
         schema: dict[str, Any] = {"type": "array"}
-    elif kind == "ndarray":
+    elif kind in ("ndarray", "tensor"):
         schema = {"type": "array", "items": {}}
         inner = schema
         for _ in range(max(int(codec.get("ndim") or 1), 1) - 1):
             inner["items"] = {"type": "array", "items": {}}
             inner = inner["items"]
-        inner["items"] = _array_item_schema(codec.get("dtype"))
+        dtype = codec.get("dtype")  # a tensor's is torch's name: float32, int64, bool, bfloat16
+        inner["items"] = _array_item_schema(dtype) if kind == "ndarray" else _dtype_schema(dtype)
     elif kind == "dataframe":
         columns = codec.get("dtypes") or {}
         schema = {"type": "array", "items": {"type": "object", "properties": {
@@ -305,7 +342,7 @@ def _dtype_schema(dtype: str | None) -> dict[str, Any]:
     text = str(dtype)
     if text.startswith(("int", "uint", "Int", "UInt")):
         return {"type": "integer"}
-    if text.startswith(("float", "Float")):
+    if text.startswith(("float", "Float", "bfloat", "half", "double")):
         return {"type": "number"}
     if text.startswith("bool"):
         return {"type": "boolean"}
