@@ -495,6 +495,30 @@ SERIES_OR_LIST = [
 ]
 
 
+TORCH_DIGITS = [
+    new_markdown_cell("# Digits with PyTorch\n\nA linear classifier trained on scikit-learn's bundled digits; "
+                      "`predict` takes a tensor of pixel rows and returns a tensor of digits."),
+    new_code_cell("import torch\nfrom sklearn.datasets import load_digits"),
+    new_code_cell("digits = load_digits()\n"
+                  "X = torch.tensor(digits.data[:300], dtype=torch.float32) / 16\n"
+                  "y = torch.tensor(digits.target[:300])\n"
+                  "torch.manual_seed(0)\n"
+                  "model = torch.nn.Linear(64, 10)\n"
+                  "optimiser = torch.optim.SGD(model.parameters(), lr=0.5)\n"
+                  "for _ in range(60):\n"
+                  "    optimiser.zero_grad()\n"
+                  "    loss = torch.nn.functional.cross_entropy(model(X), y)\n"
+                  "    loss.backward()\n"
+                  "    optimiser.step()\n"
+                  "round(loss.item(), 3)"),
+    new_code_cell("def predict(pixels: torch.Tensor) -> torch.Tensor:\n"
+                  "    with torch.no_grad():\n"
+                  "        return model(pixels).argmax(dim=-1)", metadata={"tags": ["serve"]}),
+    new_code_cell("predict(X[:4])"),
+    new_code_cell("predict(X[100:102])"),
+]
+
+
 NOTEBOOKS = {
     "house_prices.ipynb": (HOUSE_PRICES, None),
     "churn_helpers.ipynb": (CHURN_HELPERS, None),
@@ -518,6 +542,7 @@ NOTEBOOKS = {
     "printed_calls.ipynb": (PRINTED_CALLS, None),
     "spam_apply.ipynb": (SPAM_APPLY, None),
     "series_or_list.ipynb": (SERIES_OR_LIST, None),
+    "torch_digits.ipynb": (TORCH_DIGITS, None),
 }
 
 

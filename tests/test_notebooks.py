@@ -104,6 +104,10 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "series_or_list.ipynb": {  # a Series in one call, a list in another: each restored as it was passed
         "function": "total", "codecs": {"values": "union"}, "packages": {"pandas"},
     },
+    "torch_digits.ipynb": {  # a PyTorch model: tensors in and out, torch 2.13.0's CPU build in the image
+        "function": "predict", "codecs": {"pixels": "tensor"}, "result": "tensor", "packages": {"torch"},
+        "formats": {"model": "pickle"},
+    },
     "hidden_state.ipynb": {
         "function": "keyword_score",
         "formats": {"tokens": "cloudpickle"},  # defined by %run: no cell has its source
