@@ -397,8 +397,7 @@ def _gunicorn_classes() -> dict[str, Any]:
             if at_once:
                 self._on_readable(conn, None)
             else:
-                self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, conn))
-                conn.polled = True
+                self._poll(conn)
 
         def _on_readable(self, conn: Any, _: Any) -> None:
             try:
@@ -415,10 +414,8 @@ def _gunicorn_classes() -> dict[str, Any]:
                 return
             conn.prefetched += data or b""  # taken from the budget while in self.reading
             arrived = _arrived(conn.prefetched, self.max_body) if data else None
-            if arrived is None:
-                if not conn.polled:  # wait for the rest
-                    self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, conn))
-                    conn.polled = True
+            if arrived is None:  # wait for the rest
+                self._poll(conn)
                 return
             self._unpoll(conn)
             del self.reading[conn]
@@ -436,6 +433,11 @@ def _gunicorn_classes() -> dict[str, Any]:
             done: Future[Any] = Future()
             done.set_result(self.handle(conn))  # gunicorn's handle answers every error itself
             self.finish_request(conn, done)
+
+        def _poll(self, conn: Any) -> None:
+            if not conn.polled:
+                self.poller.register(conn.sock, selectors.EVENT_READ, partial(self._on_readable, conn))
+                conn.polled = True
 
         def _unpoll(self, conn: Any) -> None:
             if conn.polled:
