@@ -515,9 +515,17 @@ def _gunicorn_classes() -> dict[str, Any]:
             super().handle_exit(sig, frame)
 
         def _stop_listening(self) -> None:
+            """Stop taking connections without resetting one a client made: the kernel stops waiting
+            for a request's bytes before accepting (a connection it held back would be reset at
+            close), and what arrives within DRAIN_SECONDS is taken, then answered from the poller
+            (running calls meanwhile would let more queue)."""
             self.set_accept_enabled(False)
-            for listener in self.sockets:  # what is queued now: running calls meanwhile would let more queue
-                _take_pending(listener, partial(self.accept, at_once=False))
+            for listener in self.sockets:
+                with contextlib.suppress(OSError, AttributeError):
+                    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 0)
+            until = time.monotonic() + DRAIN_SECONDS
+            for listener in self.sockets:
+                _take_pending(listener, partial(self.accept, at_once=False), until)
 
     class JsonLogger(Logger):
         """One JSON object per line on stdout: access lines and gunicorn's own messages."""
@@ -547,6 +555,8 @@ _TOO_SLOW = json.dumps({"error": f"the request did not arrive within {READ_TIMEO
 _BUSY = json.dumps({"error": budget.BUSY}).encode()
 LINGER_SECONDS = 2.0  # as gunicorn's graceful close
 BODY_GRACE = 0.02  # seconds a worker leaves new connections to others while a call's body arrives
+DRAIN_SECONDS = 0.25  # on SIGTERM, how long connections already made still reach a worker
+_BACKLOG = 2048  # gunicorn's listen backlog: the most a listener can hold queued
 MAX_LINGERING = 256
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _LENGTH = re.compile(rb"(?im)^content-length:[ \t]*(\d+)[ \t]*\r?$")
@@ -583,11 +593,16 @@ def _answer_and_close(client: Any, status: int, body: bytes, headers: tuple[str,
         client.close()
 
 
-def _take_pending(listener: Any, take: Any) -> None:
-    """Take what the kernel accepted for us, then close: later connections are refused."""
+def _take_pending(listener: Any, take: Any, until: float) -> None:
+    """Take what the kernel accepts for us until ``until`` and what it holds then (at most a
+    backlog's worth), then close: later connections are refused."""
     import select
 
-    while select.select([listener], [], [], 0)[0]:
+    while (remaining := until - time.monotonic()) > 0 and select.select([listener], [], [], remaining)[0]:
+        take(listener)
+    for _ in range(_BACKLOG):
+        if not select.select([listener], [], [], 0)[0]:
+            break
         take(listener)
     listener.close()
 
