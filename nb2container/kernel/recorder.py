@@ -165,8 +165,11 @@ class CallRecorder:
             return True
         self.totals[function] = self.totals.get(function, 0) + 1
         tries = self.mapped_tries[function] = self.mapped_tries.get(function, 0) + 1
-        kept = sum(1 for c in self.calls if c.function == function and c.via and c.execution_count is None)
-        return kept < MAPPED_SAMPLE and tries <= _MAPPED_TRIES
+        return len(self._mapped_in_this_cell(function)) < MAPPED_SAMPLE and tries <= _MAPPED_TRIES
+
+    def _mapped_in_this_cell(self, function: str) -> list[Call]:
+        """The calls of ``function`` kept from the running cell that came through a library."""
+        return [c for c in self.calls if c.function == function and c.via and c.execution_count is None]
 
     def as_dicts(self, function: str) -> list[dict[str, Any]]:
         return [asdict(call) for call in self.calls if call.function == function]
@@ -218,8 +221,8 @@ class CallRecorder:
                 call = make_call(self.shell, fn, list(args), kwargs, result, stdout, self.objects)
                 if via:
                     call.via, call.shown = via, f"{call.shown} through {via}"
-                if via and any(c.function == function and c.via and c.execution_count is None
-                               and (c.args, c.kwargs) == (call.args, call.kwargs) for c in self.calls):
+                if via and any((c.args, c.kwargs) == (call.args, call.kwargs)
+                               for c in self._mapped_in_this_cell(function)):
                     return  # the same call again (a column of repeated values): one is enough
                 self.calls.append(call)
             except Exception as exc:

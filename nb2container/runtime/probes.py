@@ -28,6 +28,7 @@ from collections.abc import Callable
 DEADLINE_SECONDS = 1.0  # a probe's request must have arrived whole by then
 MAX_REQUEST = 4096
 MAX_CONNECTIONS = 64
+_ANSWERS = "the probe port answers GET /health and GET /ready"
 
 
 class _Connection:
@@ -73,13 +74,13 @@ class ProbeServer:
         method, _, rest = request.partition(b" ")
         path = rest.split(b" ", 1)[0].split(b"?", 1)[0]
         if method not in (b"GET", b"HEAD"):
-            return 405, {"error": "the probe port answers GET /health and GET /ready"}
+            return 405, {"error": _ANSWERS}
         if path == b"/health":
             return 200, {"status": "ok"}
         if path == b"/ready":
             ready = not self.draining.is_set() and self.ready()
             return (200 if ready else 503), {"ready": ready}
-        return 404, {"error": "the probe port answers GET /health and GET /ready"}
+        return 404, {"error": _ANSWERS}
 
     def _serve(self) -> None:
         while not self._stop.is_set():
