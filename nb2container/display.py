@@ -11,8 +11,9 @@ import html
 import re
 import time
 
+from nb2container import lean
 from nb2container.cuda import describe
-from nb2container.model import Cuda, SmokeCase
+from nb2container.model import Cuda, LeftOut, SmokeCase
 from nb2container.report import (
     BuildReport,
     short_value,
@@ -129,6 +130,7 @@ class Containerized:
             ("Python", report.python),
             ("packages", f"{len(report.packages)} locked"),
             ("CUDA", describe(Cuda(**report.cuda) if report.cuda else None)),
+            ("left out", lean.describe(tuple(LeftOut(**item) for item in report.left_out))),
             ("artifacts", ", ".join(f"{a['name']} ({a['format']})" for a in report.artifacts) or "none"),
             ("data files", ", ".join(f["path"] for f in report.files) or "none"),
             ("bound", ", ".join(f"{p} = {g}" for p, g in sorted(report.interface.get("bound", {}).items()))

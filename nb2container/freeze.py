@@ -30,6 +30,7 @@ class Closure:
     roots: tuple[str, ...]
     unmapped_modules: tuple[str, ...]
     direct_urls: dict[str, dict[str, Any]] = field(default_factory=dict)  # PEP 610: not from an index
+    requires: dict[str, tuple[str, ...]] = field(default_factory=dict)  # package -> what it requires
 
 
 _DIRECT_URLS = r"""
@@ -137,7 +138,8 @@ def closure(interpreter: KernelInterpreter, modules: tuple[str, ...]) -> Closure
                  for r in reqs]
         packages = _close(graph, [*packages, *extra])
     return Closure(dict(sorted(packages.items())), tuple(sorted(set(roots))), tuple(unmapped),
-                   direct_urls(interpreter.executable, sorted(packages)))
+                   direct_urls(interpreter.executable, sorted(packages)),
+                   {name: tuple(sorted(set(graph[name][1]) & set(packages))) for name in sorted(packages)})
 
 
 def _close(graph: dict[str, tuple[str, list[str]]], start: list[str]) -> dict[str, str]:

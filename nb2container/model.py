@@ -64,6 +64,7 @@ class KernelInterpreter:
     executable: str
     machine: str
     module_distributions: dict[str, list[str]]
+    gpu_used: list[str] = field(default_factory=list)  # the frameworks the kernel ran on a GPU through
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,19 @@ class SystemPackage:
 
 
 @dataclass(frozen=True)
+class LeftOut:
+    """Something of the frozen environment that the image does not carry (see lean.py)."""
+
+    what: str  # "nvidia-nccl-cu12 2.28.9" (a package) or "pandas/tests" (a folder of site-packages)
+    why: str
+    bytes: int  # installed size it saves
+
+    @property
+    def suite(self) -> bool:
+        return "/" in self.what
+
+
+@dataclass(frozen=True)
 class Cuda:
     """The CUDA the image needs (see cuda.py); absent for a CPU-only image."""
 
@@ -159,6 +173,7 @@ class FrozenEnvironment:
     system_packages: tuple[SystemPackage, ...] = ()
     unplaced_libraries: tuple[str, ...] = ()  # sonames needed that no package could be found for
     cuda: Cuda | None = None
+    left_out: tuple[LeftOut, ...] = ()  # GPU runtime a CPU image cannot use, package test suites
     wheel_dir: Path = field(default_factory=cache.wheels)  # where the pins' wheels are
     deb_dir: Path = field(default_factory=cache.debs)  # where the system packages' .deb files are
     base_image: str | None = None  # the platform team's base (base_image); None: python:X.Y.Z-slim-bookworm

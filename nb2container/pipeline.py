@@ -10,7 +10,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from nb2container import (
@@ -20,6 +20,7 @@ from nb2container import (
     deploy,
     drift,
     freeze,
+    lean,
     notebook,
     output,
     render,
@@ -30,7 +31,16 @@ from nb2container import (
 from nb2container.engine import split_tag
 from nb2container.engines import ContainerEngine, connect, connect_if_any
 from nb2container.errors import BuildError, UsageError
-from nb2container.model import BuiltImage, Capture, FrozenEnvironment, Pin, SmokeCase, SmokeReport, default_base
+from nb2container.model import (
+    BuiltImage,
+    Capture,
+    FrozenEnvironment,
+    LeftOut,
+    Pin,
+    SmokeCase,
+    SmokeReport,
+    default_base,
+)
 from nb2container.options import Options
 from nb2container.progress import Progress
 from nb2container.report import BuildReport, short_value, where_label
@@ -139,21 +149,51 @@ def _freeze(capture: Capture, options: Options, progress: Progress,
     if closure.unmapped_modules:
         progress.warn("modules that no installed distribution provides (not locked): "
                       + ", ".join(closure.unmapped_modules))
-    pins = wheelhouse.fetch(closure.packages, capture.interpreter.python_version,
-                            options.platform, progress, closure.direct_urls)
     python_version = capture.interpreter.python_version
-    facts = _base_facts(options, python_version, pins, progress, engine)
-    system = _system_packages(pins, options.system_packages, facts, progress)
-    if options.base_image and facts is not None:
-        base.check_debian(facts, bool(system.packages))
-    needs = cuda.decide(cuda.probe(capture.interpreter.executable), closure.packages)
+    facts = cuda.probe(capture.interpreter.executable)
+    packages, gpu_left_out, facts = _cpu_only(capture, closure, facts, options, progress)
+    pins = wheelhouse.fetch(packages, python_version, options.platform, progress, closure.direct_urls)
+    suites = lean.suites_left_out(tuple(pins), cache.wheels())
+    left_out = (*gpu_left_out, *suites)
+    if left_out:
+        progress.detail(f"left out of the image: {lean.describe(left_out)}")
+    base_facts = _base_facts(options, python_version, pins, progress, engine)
+    system = _system_packages(pins, options.system_packages, base_facts, progress)
+    if options.base_image and base_facts is not None:
+        base.check_debian(base_facts, bool(system.packages))
+    needs = cuda.decide(facts, packages)
     progress.detail(f"CUDA: {cuda.describe(needs)}")
     if needs and not options.gpus:
         progress.warn(f"the image needs CUDA {needs.version}, and the smoke test runs without a GPU "
                       "unless you pass --gpus all (or a count)")
     return FrozenEnvironment(python_version, tuple(pins), closure.roots, closure.unmapped_modules,
-                             tuple(system.packages), tuple(system.unplaced), needs,
-                             base_image=options.base_image, base_digest=facts.digest if facts else None)
+                             tuple(system.packages), tuple(system.unplaced), needs, left_out,
+                             base_image=options.base_image, base_digest=base_facts.digest if base_facts else None)
+
+
+def _cpu_only(capture: Capture, closure: freeze.Closure, facts: cuda.CudaFacts, options: Options,
+              progress: Progress) -> tuple[dict[str, str], tuple[LeftOut, ...], cuda.CudaFacts]:
+    """The closure for the image: without the GPU runtime a CPU image cannot use (lean.py), unless
+    the kernel used a GPU or --gpus asks for one; and the CUDA facts that then still hold."""
+    used = capture.interpreter.gpu_used
+    if used or options.gpus or not any(lean.GPU_ONLY.match(n) or n in facts.frameworks for n in closure.packages):
+        if used:
+            progress.detail(f"the kernel used a GPU through {', '.join(used)}: its CUDA runtime stays in the image")
+        return closure.packages, (), facts
+    python_version = capture.interpreter.python_version
+    plan = lean.plan_gpu(closure.packages, closure.requires, set(facts.frameworks),
+                         lean.installed_sizes(capture.interpreter.executable),
+                         lambda name, version: wheelhouse.obtainable(name, version, python_version, options.platform))
+    for name in plan.swapped:
+        distribution, version = lean.CPU_BUILDS[name](closure.packages[name])
+        progress.detail(f"{name}: the kernel has {name} {closure.packages[name]}, built with CUDA, and used no GPU; "
+                        f"the image gets the CPU build, {distribution} {version}")
+    if plan.warning:
+        progress.warn(plan.warning)
+    # Frameworks that now run on the CPU need no CUDA of the system's either.
+    on_cpu = set(plan.swapped) | set(lean.CPU_FALLBACK)
+    facts = replace(facts, frameworks={n: v for n, v in facts.frameworks.items() if n not in on_cpu})
+    return plan.packages, plan.left_out, facts
 
 
 def _base_facts(options: Options, python_version: str, pins: list[Pin], progress: Progress,
@@ -240,6 +280,7 @@ def run(options: Options, progress: Progress, capturer: Capturer | None = None) 
     report.packages, report.folder = rendered.frozen.packages, str(rendered.folder)
     report.system_packages = {p.name: p.version for p in rendered.frozen.system_packages}
     report.cuda = asdict(rendered.frozen.cuda) if rendered.frozen.cuda else None
+    report.left_out = [asdict(item) for item in rendered.frozen.left_out]
     if engine is None:
         return _written(report, options)
     report.engine = engine.name

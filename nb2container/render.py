@@ -65,6 +65,7 @@ def render(capture: Capture, frozen: FrozenEnvironment, server_pins: list[Pin], 
         ".dockerignore": "dockerignore.j2",
         "app/notebook_function.py": "notebook_function.py.j2",
         "tests/test_golden.py": "test_golden.py.j2",
+        "left-out.txt": "left-out.txt.j2",
     }
     for target, template in outputs.items():
         path = folder / target
@@ -144,6 +145,8 @@ def _context(capture: Capture, frozen: FrozenEnvironment, tag: str, port: int) -
         "files": sorted(spec.files, key=lambda f: f.image_path),
         "system_packages": sorted(frozen.system_packages, key=lambda p: p.name),
         "cuda": frozen.cuda,
+        "gpu_left_out": [item for item in frozen.left_out if not item.suite],
+        "suites": [item for item in frozen.left_out if item.suite],
         "layout": IMAGE,
         "example_body": json.dumps(example.body if example else {}),
         "bound": sorted(spec.bound.items()),

@@ -11,6 +11,7 @@ from xml.etree import ElementTree
 
 from packaging.utils import canonicalize_name as canonical
 
+from nb2container import lean
 from nb2container.cuda import describe
 from nb2container.model import Capture, FrozenEnvironment, SmokeCase, SmokeReport
 
@@ -44,6 +45,7 @@ class BuildReport:
     verify: Any = None  # verify.VerifyReport, with --verify-notebook
     system_packages: dict[str, str] = field(default_factory=dict)  # Debian packages added for libraries
     cuda: dict[str, Any] | None = None  # model.Cuda as a dict; None: CPU only
+    left_out: list[dict[str, Any]] = field(default_factory=list)  # model.LeftOut: what the image does not carry
     pushed: str | None = None  # REGISTRY/REPO@sha256:... after --push
     stale: list[SmokeCase] = field(default_factory=list)  # calls whose saved output the code no longer gives
     allow_stale: bool = False  # --allow-stale: shipped anyway
@@ -78,6 +80,7 @@ class BuildReport:
             "packages": self.packages,
             "system_packages": self.system_packages,
             "cuda": self.cuda,
+            "left_out": self.left_out,
             "pushed": self.pushed,
             "engine": self.engine,
             "verdict": self.verdict.to_dict(),
@@ -253,6 +256,11 @@ def frozen_table(capture: Capture, frozen: FrozenEnvironment) -> str:
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     lines.append(f"\nCUDA: {describe(frozen.cuda)}")
+    for item in frozen.left_out:
+        if not item.suite:
+            lines.append(f"\nleft out of the image: {item.what} ({item.bytes / 1e6:,.0f} MB): {item.why}")
+    if frozen.left_out:
+        lines.append(f"\nleft out in all: {lean.describe(frozen.left_out)}")
     for package in frozen.system_packages:
         lines.append(f"\nsystem package {package.name} {package.version}: {'; '.join(package.needed_by)}")
     if frozen.unplaced_libraries:
@@ -276,4 +284,5 @@ def frozen_json(capture: Capture, frozen: FrozenEnvironment) -> str:
                              "needed_by": list(p.needed_by)} for p in frozen.system_packages],
         "unplaced_libraries": list(frozen.unplaced_libraries),
         "cuda": asdict(frozen.cuda) if frozen.cuda else None,
+        "left_out": [asdict(item) for item in frozen.left_out],
     }, indent=2)

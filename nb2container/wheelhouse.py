@@ -82,6 +82,15 @@ def fetch(packages: dict[str, str], python_version: str, platform: str, progress
     return pins
 
 
+def obtainable(name: str, version: str, python_version: str, platform: str) -> bool:
+    """Whether a wheel of exactly ``name==version`` for the image is in the cache or can be
+    downloaded from the configured package sources (it is then in the cache)."""
+    folder = cache.wheels()
+    if _best_wheel(folder, name, version, target_tags(python_version, platform)) is not None:
+        return True
+    return _pip([*_download_command(python_version, platform, folder, deps=False), f"{name}=={version}"]) == ""
+
+
 def _build_direct(name: str, version: str, record: dict[str, Any], platform: str, folder: Path,
                   progress: Progress) -> Pin:
     """Build the wheel of a package installed from a folder or VCS, as installed in the kernel."""

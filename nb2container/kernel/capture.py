@@ -352,7 +352,28 @@ def describe_interpreter(modules: list[str]) -> dict[str, Any]:
         "executable": sys.executable,
         "machine": platform.machine(),
         "module_distributions": {m: sorted(set(provided.get(m, []))) for m in modules},
+        "gpu_used": gpus_used(),
     }
+
+
+def gpus_used() -> list[str]:
+    """The frameworks through which this kernel ran something on a GPU (asked only of those it
+    imported): a CPU image may then not leave their GPU runtime out."""
+    used = []
+    checks = {
+        "torch": lambda m: m.cuda.is_initialized(),
+        "tensorflow": lambda m: bool(m.config.list_logical_devices("GPU")),
+        "jax": lambda m: any(device.platform == "gpu" for device in m.devices()),
+        "cupy": lambda m: True,  # CuPy runs only on a GPU
+    }
+    for name, check in checks.items():
+        module = sys.modules.get(name)
+        try:
+            if module is not None and check(module):
+                used.append(name)
+        except Exception:  # a framework in a state we cannot ask about: assume the GPU, keep its runtime
+            used.append(name)
+    return used
 
 
 def _write_artifacts(closure: _Closure, folder: Path, max_bytes: int) -> list[dict[str, Any]]:
