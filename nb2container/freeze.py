@@ -6,8 +6,10 @@ about the kernel's interpreter (``--python``), never the CLI's.
 
 Extras are followed when they are in use: an extra of a distribution in the closure joins
 it when every requirement of that extra is installed in the kernel and importing the
-distribution (in the kernel's interpreter) imports one of them. lightgbm's ``scikit-learn``
-extra is in use when lightgbm imports sklearn; joblib's ``test`` extra never is.
+distribution (in the kernel's interpreter) imports one of them; then the requirements it
+imported join (a ``test`` extra of setuptools and pytest, with setuptools imported, brings
+setuptools, not pytest). lightgbm's ``scikit-learn`` extra is in use when lightgbm imports
+sklearn; joblib's ``test`` extra never is.
 """
 
 from __future__ import annotations
@@ -103,9 +105,10 @@ for dist in json.loads(sys.argv[1]):
             importlib.import_module(module)
         except Exception:  # a package that fails to import here uses none of its extras: judged below
             pass
-    for reqs in candidates.values():
-        if any(top in sys.modules for r in reqs for top in tops.get(r, [])):
-            used.setdefault(dist, []).extend(reqs)
+    for reqs in candidates.values():  # only what importing brought: setuptools imported is not pytest
+        imported = [r for r in reqs if any(top in sys.modules for top in tops.get(r, []))]
+        if imported:
+            used.setdefault(dist, []).extend(imported)
 print(json.dumps(used))
 """
 
