@@ -22,7 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from nb2container.kernel import ORIGINAL_ATTR, RECORDER_NAME, files, interface, pickles
+from nb2container.kernel import ORIGINAL_ATTR, RECORDER_NAME, files, imports, interface, pickles
 from nb2container.kernel.refusal import Refusal
 from nb2container.kernel.request import CaptureRequest
 from nb2container.runtime import codecs
@@ -48,6 +48,7 @@ class _Closure:
     missing: dict[str, str] = field(default_factory=dict)
     seen: set[str] = field(default_factory=set)
     readers: dict[str, str] = field(default_factory=dict)  # global -> the definition that reads it
+    cells: list[str] = field(default_factory=list)  # the executed cells: the import statements they wrote
 
     def visit(self, name: str, used_by: str) -> None:
         if name in self.seen:
@@ -86,6 +87,8 @@ class _Closure:
 
     def _import_module(self, name: str, module: types.ModuleType) -> None:
         real = module.__name__
+        if imports.private(real) and self._import_as_the_notebook_did(name, module):
+            return
         self.imports[name] = f"import {real}" if real == name else f"import {real} as {name}"
         if "." in real and real.rsplit(".", 1)[1] == name:
             parent, leaf = real.rsplit(".", 1)
@@ -94,9 +97,20 @@ class _Closure:
 
     def _import_object(self, name: str, obj: Any) -> None:
         module, qualname = obj.__module__, obj.__qualname__
+        if imports.private(module):
+            if self._import_as_the_notebook_did(name, obj):
+                return
+            module = imports.public_module(obj, qualname) or module
         alias = "" if qualname == name else f" as {name}"
         self.imports[name] = f"from {module} import {qualname}{alias}"
         self.modules.add(module.split(".", 1)[0])
+
+    def _import_as_the_notebook_did(self, name: str, obj: Any) -> bool:
+        found = imports.notebook_import(name, obj, self.cells)
+        if found:
+            self.imports[name] = found[0]
+            self.modules.add(found[1].split(".", 1)[0])
+        return found is not None
 
 
 def global_names(source: str) -> list[str]:
@@ -269,7 +283,7 @@ def capture(
     definitions = definitions_in_cells(cells)
     if function not in definitions:
         definitions[function] = ((len(cells), 0), inspect.getsource(fn))
-    closure = _Closure(ns, definitions)
+    closure = _Closure(ns, definitions, cells=cells)
     closure.seen.add(function)
     closure.definitions[function] = definitions[function]
     for name in global_names(definitions[function][1]):
