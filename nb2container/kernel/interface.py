@@ -48,7 +48,7 @@ def infer(
         passing = [call for call in calls if name in call["codecs"]]
         annotation = None if parameter.annotation is inspect.Parameter.empty else (
             parameter.annotation if isinstance(parameter.annotation, str)
-            else getattr(parameter.annotation, "__name__", None))
+            else _qualified(parameter.annotation))
         params[name] = _merge(fn, name, passing) if passing else (
             codecs.from_annotation(annotation) or {"kind": "json"})
     interface = Interface(params, codecs.merge([call["result_codec"] for call in calls]),
@@ -60,8 +60,8 @@ def infer(
                 f"`{fn.__name__}`'s parameter `{name}` gets a tensor on {codec['device']} "
                 f"({_cells([c for c in calls if name in c['codecs']]) or 'in the recorded calls'}): a request "
                 "carries its values as JSON, and the image restores tensors on the CPU. Pass it on the CPU in "
-                "the notebook's calls (`t.cpu()`) and move it inside the function if it needs the GPU, then "
-                "build again.",
+                "the notebook's calls (`t.cpu()` in PyTorch, `with tf.device('/CPU:0')` in TensorFlow) and "
+                "move it inside the function if it needs the GPU, then build again.",
                 parameter=name,
             )
         wanted = name in (bind or []) or (codec["kind"] == "object" and not no_bind)
@@ -70,6 +70,13 @@ def infer(
     for call in calls:
         _set_body(call, signature, interface)
     return interface
+
+
+def _qualified(annotation: Any) -> str | None:
+    """``tensorflow.python.framework.tensor.Tensor``: the module tells tf.Tensor from torch.Tensor."""
+    name = getattr(annotation, "__name__", None)
+    module = getattr(annotation, "__module__", None)
+    return f"{module}.{name}" if name and module and module != "builtins" else name
 
 
 def _merge(fn: Any, name: str, passing: list[dict[str, Any]]) -> dict[str, Any]:

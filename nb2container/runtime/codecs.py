@@ -9,7 +9,8 @@ A codec is a small JSON dict, ``{"kind": ...}`` plus what the kind needs to rest
 
     json       scalars, strings, lists, dicts, None: sent as they are
     ndarray    nested lists; ``dtype`` restored before the call
-    tensor     nested lists; a ``framework`` (torch) tensor of ``dtype`` on the CPU restored
+    tensor     nested lists; a ``framework`` (torch or tensorflow) tensor of ``dtype`` restored
+               on the CPU
     dataframe  a list of row objects ("records"); ``columns`` and ``dtypes`` restored
     series     {"index": [...], "data": [...], "name": ...} (pandas "split"); ``dtype`` restored
     datetime   an ISO 8601 string
@@ -84,6 +85,10 @@ def describe(value: Any) -> dict[str, Any]:
             return {"kind": "object", "type": "torch.Tensor", "device": str(value.device)}
         return {"kind": "tensor", "framework": "torch", "dtype": str(value.dtype).removeprefix("torch."),
                 "ndim": int(value.dim())}
+    if module == "tensorflow" and name in _TF_TENSORS:  # what eager TensorFlow and Keras on it return
+        if "GPU" in value.device.upper():
+            return {"kind": "object", "type": "tensorflow.Tensor", "device": value.device}
+        return {"kind": "tensor", "framework": "tensorflow", "dtype": value.dtype.name, "ndim": value.shape.rank}
     if module == "pandas" and name == "DataFrame":
         return {"kind": "dataframe", "columns": [str(c) for c in value.columns],
                 "dtypes": {str(c): str(t) for c, t in value.dtypes.items()}}
@@ -96,6 +101,10 @@ def describe(value: Any) -> dict[str, Any]:
     except (TypeError, ValueError):
         return {"kind": "object", "type": f"{type(value).__module__}.{type(value).__qualname__}"}
     return {"kind": "json"}
+
+
+# tf.Tensor's concrete types: an eager tensor, and a variable (what a model's weights are).
+_TF_TENSORS = ("EagerTensor", "ResourceVariable")
 
 
 def merge(codecs: list[dict[str, Any]], values: list[Any] | None = None) -> dict[str, Any]:
@@ -120,8 +129,9 @@ def merge(codecs: list[dict[str, Any]], values: list[Any] | None = None) -> dict
 
     if first["kind"] in ("ndarray", "tensor"):
         first["ndim"] = agreed("ndim")
-        common = _common_dtype if first["kind"] == "ndarray" else _common_tensor_dtype
-        first["dtype"] = agreed("dtype") or common([c.get("dtype") for c in codecs])
+        held = [c.get("dtype") for c in codecs]
+        first["dtype"] = agreed("dtype") or (_common_dtype(held) if first["kind"] == "ndarray"
+                                             else _common_tensor_dtype(first["framework"], held))
     elif first["kind"] == "dataframe":
         first["columns"] = agreed("columns")
         dtypes = [c.get("dtypes") or {} for c in codecs]
@@ -150,11 +160,20 @@ def _union(codecs: list[dict[str, Any]], values: list[Any]) -> dict[str, Any]:
     return {"kind": "union", "options": options}
 
 
-def _common_tensor_dtype(dtypes: list[str | None]) -> str | None:
+def _common_tensor_dtype(framework: str, dtypes: list[str | None]) -> str | None:
     """As torch promotes (int64 and float32: float32, where numpy says float64): a model's float32
-    weights must not meet float64 inputs."""
+    weights must not meet float64 inputs. TensorFlow promotes nothing itself, so its tensors
+    follow the same rule: the widest floating type recorded, else what holds every integer."""
     if None in dtypes:
         return None
+    if framework == "tensorflow":
+        import numpy as np
+
+        try:
+            floats = [np.dtype(d) for d in dtypes if np.dtype(d).kind == "f"]
+            return str(max(floats, key=lambda d: d.itemsize) if floats else np.result_type(*dtypes))
+        except TypeError:  # bfloat16, string: nothing that holds them all
+            return None
     import functools
 
     import torch
@@ -179,10 +198,12 @@ def _common_dtype(dtypes: list[str | None]) -> str | None:
 
 
 def from_annotation(annotation: str | None) -> dict[str, Any] | None:
-    """A codec from a type hint, for parameters no recorded call shows."""
+    """A codec from a type hint (``tf.Tensor``, ``torch.Tensor``, ``pandas.core.frame.DataFrame``),
+    for parameters no recorded call shows."""
     leaf = (annotation or "").rsplit(".", 1)[-1]
+    framework = "tensorflow" if (annotation or "").startswith(("tf.", "tensorflow.")) else "torch"
     known: dict[str, dict[str, Any]] = {"ndarray": {"kind": "ndarray", "dtype": None, "ndim": None},
-            "Tensor": {"kind": "tensor", "framework": "torch", "dtype": None, "ndim": None},
+            "Tensor": {"kind": "tensor", "framework": framework, "dtype": None, "ndim": None},
             "DataFrame": {"kind": "dataframe", "columns": None, "dtypes": None},
             "Series": {"kind": "series", "dtype": None, "name": None},
             "datetime": {"kind": "datetime", "type": "datetime"},
@@ -200,6 +221,8 @@ def to_json(value: Any) -> Any:
         return {"index": value.index.tolist(), "data": value.tolist(), "name": _plain(value.name)}
     if module == "numpy" and hasattr(value, "dtype"):
         return _numpy_json(value)
+    if module == "tensorflow" and name in _TF_TENSORS:
+        return _numpy_json(value.numpy())
     if hasattr(value, "tolist") and callable(value.tolist):
         plain = value.tolist()
         if type(plain) is type(value):
@@ -257,14 +280,12 @@ def decode(codec: dict[str, Any], value: Any) -> Any:
             raise ValueError(f"expected an array with {codec['ndim']} dimension(s), got {array.ndim}")
         return array
     if kind == "tensor":
-        import torch
-
         try:
-            tensor = torch.tensor(value, dtype=getattr(torch, codec["dtype"]) if codec.get("dtype") else None)
+            tensor, ndim = _tensor(codec, value)
         except (TypeError, ValueError, RuntimeError, AttributeError) as exc:
             raise ValueError(f"expected an array (nested lists) of {codec.get('dtype') or 'numbers'}: {exc}") from None
-        if codec.get("ndim") is not None and tensor.dim() != codec["ndim"]:
-            raise ValueError(f"expected an array with {codec['ndim']} dimension(s), got {tensor.dim()}")
+        if codec.get("ndim") is not None and ndim != codec["ndim"]:
+            raise ValueError(f"expected an array with {codec['ndim']} dimension(s), got {ndim}")
         return tensor
     if kind == "dataframe":
         import pandas as pd
@@ -292,6 +313,20 @@ def decode(codec: dict[str, Any], value: Any) -> Any:
         parsed = _dt.datetime.fromisoformat(value)
         return parsed.date() if codec.get("type") == "date" else parsed
     return value
+
+
+def _tensor(codec: dict[str, Any], value: Any) -> tuple[Any, int]:
+    """A CPU tensor of the codec's framework and dtype from nested lists, and its dimensions."""
+    if codec.get("framework") == "tensorflow":
+        import tensorflow as tf
+
+        with tf.device("/CPU:0"):  # as the notebook's calls were: a GPU image moves it in the function
+            tensor = tf.constant(value, dtype=codec.get("dtype") or None)
+        return tensor, tensor.shape.rank
+    import torch
+
+    tensor = torch.tensor(value, dtype=getattr(torch, codec["dtype"]) if codec.get("dtype") else None)
+    return tensor, tensor.dim()
 
 
 def json_schema(codec: dict[str, Any], example: Any = None) -> dict[str, Any]:
