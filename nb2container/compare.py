@@ -28,21 +28,23 @@ class Shown(float):
     """A number as a table or an array printed it: only as precise as its ``decimals``."""
 
     decimals: int
+    scientific: bool  # 1.23e-05: numpy gives each such element its own exponent, so its own precision
 
     def __new__(cls, text: str) -> Shown:
         number = super().__new__(cls, text)
         mantissa = text.lower().split("e")[0]
         exponent = int(text.lower().split("e")[1]) if "e" in text.lower() else 0
         number.decimals = (len(mantissa.split(".")[1]) if "." in mantissa else 0) - exponent
+        number.scientific = "e" in text.lower()
         return number
 
     def __reduce__(self) -> tuple[Any, ...]:  # copies (dataclasses.asdict) keep the precision
-        return _shown_with, (repr(float(self)), self.decimals)
+        return _shown_with, (repr(float(self)), self.decimals, self.scientific)
 
 
-def _shown_with(text: str, decimals: int) -> Shown:
+def _shown_with(text: str, decimals: int, scientific: bool = False) -> Shown:
     number = Shown(text)
-    number.decimals = decimals
+    number.decimals, number.scientific = decimals, scientific
     return number
 
 
@@ -56,7 +58,7 @@ def parse_display_text(text: str) -> Any:
     except SyntaxError:
         return _parse_table(text)
     try:
-        return _value(tree.body)
+        return _value(tree.body, source=text.strip())
     except Unparseable:
         return _parse_table(text)
 
@@ -113,16 +115,20 @@ def _cell(token: str) -> Any:
     return {"True": True, "False": False}.get(token, token)
 
 
-def _value(node: ast.AST, rounded: bool = False) -> Any:
-    """A literal's value; ``rounded``: inside a numpy array repr, which prints floats rounded."""
+def _value(node: ast.AST, rounded: bool = False, source: str = "") -> Any:
+    """A literal's value; ``rounded``: inside a numpy array repr, which prints floats rounded
+    (each then keeps the digits ``source`` shows it with: 1.00000004e-01 is precise to 1e-9)."""
     if isinstance(node, ast.Constant) and node.value is not Ellipsis:
-        return Shown(repr(node.value)) if rounded and type(node.value) is float else node.value
+        if rounded and type(node.value) is float:
+            return Shown(ast.get_source_segment(source, node) or repr(node.value))
+        return node.value
     if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
-        return [_value(element, rounded) for element in node.elts]
+        return [_value(element, rounded, source) for element in node.elts]
     if isinstance(node, ast.Dict):
-        return {_value(k): _value(v, rounded) for k, v in zip(node.keys, node.values, strict=True) if k}
+        return {_value(k, source=source): _value(v, rounded, source)
+                for k, v in zip(node.keys, node.values, strict=True) if k}
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        operand = _value(node.operand, rounded)
+        operand = _value(node.operand, rounded, source)
         if isinstance(operand, Shown) and isinstance(node.op, ast.USub):
             return _negated(operand)
         if isinstance(operand, (int, float)):
@@ -133,11 +139,16 @@ def _value(node: ast.AST, rounded: bool = False) -> Any:
         return float(node.attr)
     if isinstance(node, ast.Call) and node.args and _is_wrapper(node.func):
         is_array = (node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")) == "array"
-        value = _value(node.args[0], rounded or is_array)  # np.float64(1.5), array([1, 2]), ...
-        if is_array:  # an element printed with fewer digits is exact at the array's precision
-            shown = list(_shown_numbers(value))
-            for number in shown:
-                number.decimals = max(n.decimals for n in shown)
+        value = _value(node.args[0], rounded or is_array, source)  # np.float64(1.5), array([1, 2]), ...
+        narrow = any(k.arg == "dtype" and "float64" not in ast.unparse(k.value) for k in node.keywords)
+        fixed = [n for n in _shown_numbers(value) if not n.scientific]
+        if is_array and fixed and not narrow:
+            # In fixed notation numpy drops the zeros that end a float64 element printed with fewer
+            # digits (1. beside 2.5): it is exact at the array's precision. Not so for float32 and
+            # other narrow dtypes (each element its shortest form), nor in scientific notation.
+            top = max(n.decimals for n in fixed)
+            for number in fixed:
+                number.decimals = top
         return value
     raise Unparseable(ast.unparse(node))
 
@@ -151,7 +162,7 @@ def _shown_numbers(value: Any) -> Iterator[Shown]:
 
 
 def _negated(number: Shown) -> Shown:
-    return _shown_with(repr(-float(number)), number.decimals)
+    return _shown_with(repr(-float(number)), number.decimals, number.scientific)
 
 
 def _is_wrapper(func: ast.AST) -> bool:

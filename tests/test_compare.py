@@ -112,3 +112,15 @@ def test_rounded_numbers_keep_their_precision_when_copied() -> None:
 
     value, _ = copy.deepcopy(parse_display_text("array([-1.5       ,  0.12345679])"))
     assert value == -1.5 and value.decimals == 8  # the array's precision: its longest element
+
+
+def test_each_array_element_is_compared_at_the_digits_it_was_shown_with() -> None:
+    """Issue 26: numpy's legacy repr of [0.10000000449, 1.2345678e-5] was STALE, since every element
+    took the precision of the most precise one (1e-13 for 0.100000004)."""
+    legacy = parse_display_text("array([  1.00000004e-01,   1.23456780e-05])")
+    assert difference(legacy, [0.10000000449, 1.2345678e-5], 1e-9, 0.0) is None
+    assert difference(legacy, [0.1000001, 1.2345678e-5], 1e-9, 0.0) is not None  # beyond its own 9 decimals
+    mixed = parse_display_text("array([[0.35760877, 4.6888194e-230, 0.0, 3.5231883]], dtype=float128)")
+    assert difference(mixed, [[0.35760876606635267, 4.68881941e-230, 0.0, 3.52318834]], 1e-9, 0.0) is None
+    # A float64 array in fixed notation: "1." beside "2.25" is exact at two decimals.
+    assert difference(parse_display_text("array([1.  , 2.25])"), [1.04, 2.25], 1e-9, 0.0) is not None
