@@ -8,6 +8,8 @@ it the same way for both, so the two entry points give the same spec, lock and m
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,17 +41,24 @@ def parse_examples(examples: tuple[str, ...]) -> list[Any]:
     return bodies
 
 
-def read_raw(staging: Path, where: str) -> dict[str, Any]:
-    """The kernel's capture.json; a refusal becomes a CaptureError prefixed with ``where``."""
+def read_raw(staging: Path, where: str, label: Callable[[int], str] = lambda count: f"In [{count}]") -> dict[str, Any]:
+    """The kernel's capture.json; a refusal becomes a CaptureError prefixed with ``where``, its
+    cells named by ``label`` (execution count -> model.cell_label)."""
     raw: dict[str, Any] = json.loads((staging / "capture.json").read_text())
+    raw["warnings"] = [name_cells(text, label) for text in raw.get("warnings", [])]
     refusal = raw.get("refusal")
     if refusal:
-        message = str(refusal["message"])
+        message = name_cells(str(refusal["message"]), label)
         if refusal.get("candidates"):
             message += " Functions the notebook defines: " + ", ".join(
                 f"`{name}`" for name in refusal["candidates"]) + "."
         raise CaptureError(f"{where}: {message}" if where else message)
     return raw
+
+
+def name_cells(text: str, label: Callable[[int], str]) -> str:
+    """The kernel names a cell by the count it ran with, as "In [n]"; the host knows its place."""
+    return re.sub(r"\bIn \[(\d+)\]", lambda found: label(int(found.group(1))), text)
 
 
 def to_capture(

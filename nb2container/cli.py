@@ -10,7 +10,7 @@ from nb2container import __version__, config, pipeline, verify
 from nb2container.errors import Nb2ContainerError
 from nb2container.options import FLAGS, Options, flags_for, given_flags
 from nb2container.progress import TerminalProgress
-from nb2container.report import BuildReport, frozen_json, frozen_table, smoke_table, stale_table
+from nb2container.report import NOTHING_COMPARED, BuildReport, frozen_json, frozen_table, smoke_table, stale_table
 
 
 def parser() -> argparse.ArgumentParser:
@@ -121,7 +121,12 @@ def _finish(report: BuildReport, options: Options) -> int:
         return 0
     size = f"{report.size_bytes / 1e6:.0f} MB" if report.size_bytes else "?"
     allowed = f", with {len(report.stale)} stale saved output(s) allowed" if report.stale else ""
-    print(f"\nOK: {report.image or report.image_id} reproduces {name} (Python {report.python}, {size}{allowed}).")
+    built = report.image or report.image_id
+    if verdict.compared:
+        print(f"\nOK: {built} {verdict.words} {name} (Python {report.python}, {size}{allowed}).")
+    else:
+        explained = f": {NOTHING_COMPARED}" if verdict.nothing_compared else "."
+        print(f"\nOK: {built} {verdict.words} ({name}; Python {report.python}, {size}){explained}")
     if report.pushed:
         print(f"Pushed: {report.pushed}")
     return 0

@@ -15,6 +15,7 @@ from nb2container import lean
 from nb2container.cuda import describe
 from nb2container.model import Cuda, LeftOut, SmokeCase
 from nb2container.report import (
+    NOTHING_COMPARED,
     BuildReport,
     short_value,
     shown_expected,
@@ -151,10 +152,14 @@ class Containerized:
         if smoke.ok and not smoke.cases:
             return (f"{self.report.image} is healthy. No call of `{self.report.function}` was recorded, "
                     "so only the health check ran: call it in a cell, or pass --example.")
+        if verdict.nothing_compared:
+            return (f"{self.report.image} {verdict.words} ({smoke.passed} of {len(smoke.cases)} calls answer "
+                    f"like the notebook's code): {NOTHING_COMPARED}")
         if smoke.stale:
-            return (f"{self.report.image} reproduces the notebook's code ({smoke.passed} of {len(smoke.cases)} "
+            return (f"{self.report.image} {verdict.words} the notebook's code ({smoke.passed} of {len(smoke.cases)} "
                     f"calls match); {smoke.stale} stale saved output(s) were allowed (--allow-stale).")
-        return f"{self.report.image} reproduces the notebook: {smoke.passed} of {len(smoke.cases)} calls match."
+        return (f"{self.report.image} {verdict.words} the notebook: {smoke.passed} of {len(smoke.cases)} calls "
+                f"match, {verdict.compared} compared with its saved outputs.")
 
     def __repr__(self) -> str:
         lines = [f"{name}: {value}" for name, value in self._facts()]

@@ -31,7 +31,7 @@ from nb2container.kernel import ORIGINAL_ATTR, RECORDER_NAME, recheck
 from nb2container.kernel.capture import capture_to_file
 from nb2container.kernel.recorder import CallRecorder, display_text, make_call
 from nb2container.kernel.request import CAPTURING_ENV
-from nb2container.model import Capture, Example
+from nb2container.model import Capture, Example, cell_label
 from nb2container.notebook import capture_from, read_notebook
 from nb2container.options import Options, flags_for, given_flags
 from nb2container.progress import Progress, TerminalProgress
@@ -129,7 +129,7 @@ def live_capturer(shell: Any, options: Options, progress: Progress) -> pipeline.
             cells=[nbformat.v4.new_code_cell(c) for c in shell.history_manager.input_hist_raw[1:]])
         return capture_from(raw, staging, notebook=options.notebook, saved=saved, cells=saved or history,
                             examples=[_live_example(shell, call) for call in raw["calls"]],
-                            place=lambda count: f"[{count}]")
+                            place=lambda count: cell_label(None, count))
 
     return capture
 

@@ -219,9 +219,20 @@ class SmokeCase:
     expected_stdout: str | None = None
     actual_stdout: str | None = None
     stored: Any = None  # the notebook's saved output, read back (None when it has none or it is not a value)
+    stored_stdout: str | None = None  # what the saved notebook shows this call printed
     stale: bool = False  # the saved output is not what the notebook's code gives now
     stale_difference: str | None = None
     checked: str = ""  # the saved output: "equal", "stale", or "not compared: <why>"
+
+
+def cell_label(position: int | None, count: int | None) -> str:
+    """The one way a cell is named everywhere (tables, refusals, reports): its place in the notebook
+    and, as Jupyter shows it beside the cell, its execution count: "cell 12 [In 74]"."""
+    if position and count:
+        return f"cell {position} [In {count}]"
+    if position:
+        return f"cell {position}"
+    return f"In [{count}]" if count else "an --example call"
 
 
 @dataclass

@@ -30,7 +30,7 @@ from nb2container.captured import example_from_call, read_raw, to_capture
 from nb2container.errors import CaptureError, UsageError
 from nb2container.kernel.capture import cell_magic_body, functions_in_cells
 from nb2container.kernel.request import CAPTURING_ENV, ENV, CaptureRequest
-from nb2container.model import Capture, Example
+from nb2container.model import Capture, Example, cell_label
 from nb2container.progress import Progress
 
 SERVE_TAG = "serve"
@@ -112,15 +112,18 @@ def capture_notebook(path: Path, request: CaptureRequest, kernel: str, timeout: 
                    ENV: str(request.write(staging / "request.json")),
                    "NB2C_PACKAGE_PARENT": str(Path(nb2container.__file__).resolve().parent.parent)}
     executed = _execute(stored, path, request.function, kernel, timeout, environment, progress, debug)
-    raw = read_raw(staging, path.name)
     cell_of_count = _cell_of_count(executed)
 
-    def place(count: int) -> str:
+    def label(count: int) -> str:  # the fresh run's count -> the cell's place and its count in the saved file
         index = cell_of_count.get(count)
-        return f"cell {index + 1}" if index is not None else "a cell"
+        if index is None:
+            return "a cell"
+        saved = stored.cells[index].get("execution_count") if index < len(stored.cells) else None
+        return cell_label(index + 1, saved)
 
+    raw = read_raw(staging, path.name, label)
     return capture_from(raw, staging, notebook=path, saved=stored, cells=stored,
-                        examples=examples_from_calls(raw["calls"], stored, executed), place=place)
+                        examples=examples_from_calls(raw["calls"], stored, executed), place=label)
 
 
 def _execute(
@@ -259,7 +262,7 @@ def capture_from(
         notebook=notebook.resolve() if notebook else None,
         notebook_sha256=hashlib.sha256(content).hexdigest(),
         examples=examples,
-        files_found=[f"read by the call in {place(f['execution_count'])}" if f["found"] == "read"
+        files_found=[f"read by the call at {place(f['execution_count'])}" if f["found"] == "read"
                      else "named in the function's code" for f in raw["files"]],
         warnings=[*(out_of_order_warnings(saved, notebook) if saved is not None and notebook else []),
                   *unseen_global_warnings(cells, raw["globals_read"], raw["function"], Path(name))],
@@ -381,15 +384,20 @@ def examples_from_calls(
             elif call.get("stdout") and _stdout(fresh_cell) == "".join(c["stdout"] for c in printing[index]):
                 group = (_stdout(saved_cell), _stdout(fresh_cell))
         example = example_from_call(call, (index + 1) if index is not None else 0, stored_text, stored_stdout)
-        examples.append(replace(example, group_stdout=group, unchecked=why))
+        # The count the saved notebook shows beside the cell (the fresh run numbers cells anew).
+        shown = stored.cells[index].get("execution_count") if index is not None and index < len(stored.cells) else None
+        examples.append(replace(example, group_stdout=group, unchecked=why, execution_count=shown))
     return examples
 
 
 def _unchecked_reason(saved: nbformat.NotebookNode, fresh: nbformat.NotebookNode, call: dict[str, Any],
                       printing_calls: int) -> str:
     """Why a call's saved output cannot be compared, should it turn out that it cannot."""
-    if not saved.get("outputs"):
+    if not saved.get("outputs") and saved.get("execution_count") is None:
         return "its cell has no saved output (it was not run before the notebook was saved)"
+    if not saved.get("outputs"):  # `y = f(21)`: it ran and showed nothing
+        return (f"its cell ran (In [{saved['execution_count']}]) but its saved output shows nothing (end the "
+                "cell with the call, or with the variable that holds its result, to have it compared)")
     if call.get("via"):
         return f"its cell called it through {call['via']}, so the cell shows all the calls' results together"
     if call.get("stdout") and printing_calls > 1:

@@ -25,6 +25,7 @@ from nb2container import (
     output,
     render,
     secret_scan,
+    stale,
     system_libs,
     wheelhouse,
 )
@@ -43,8 +44,8 @@ from nb2container.model import (
 )
 from nb2container.options import Options
 from nb2container.progress import Progress
-from nb2container.report import BuildReport, short_value, where_label
-from nb2container.smoke import smoke_case, smoke_test
+from nb2container.report import BuildReport
+from nb2container.smoke import smoke_test
 from nb2container.system_libs import SystemNeeds
 from nb2container.verify import VerifyReport, verify_notebook
 
@@ -121,10 +122,10 @@ def render_folder(options: Options, progress: Progress, capturer: Capturer | Non
     _check_output_early(options)
     with staging_dir() as staging:
         capture = capture_function(capturer or notebook_capturer(options, progress), options, progress, staging)
-        stale = stale_cases(capture)
-        if stale:
-            progress.warn(stale_message(stale, capture, building=False))
-        return _freeze_and_render(capture, options, progress, None, stale)
+        outdated = stale.cases(capture, options)
+        if outdated:
+            progress.warn(stale.message(outdated, capture, building=False))
+        return _freeze_and_render(capture, options, progress, None, outdated)
 
 
 def frozen_environment(options: Options, progress: Progress,
@@ -274,7 +275,7 @@ def run(options: Options, progress: Progress, capturer: Capturer | None = None) 
         capture = capture_function(capturer, options, progress, staging)
         report = _report(capture, options)
         if report.stale and not options.allow_stale:  # decided before the slow work
-            progress.warn(stale_message(report.stale, capture, building=True))
+            progress.warn(stale.message(report.stale, capture, building=True))
             return _written(report, options)
         rendered = _freeze_and_render(capture, options, progress, engine, report.stale)
     report.packages, report.folder = rendered.frozen.packages, str(rendered.folder)
@@ -331,7 +332,7 @@ def test_image(options: Options, image_reference: str, progress: Progress,
         capture = capture_function(capturer, options, progress, staging)
     report = _report(capture, options)
     if report.stale and not options.allow_stale:
-        progress.warn(stale_message(report.stale, capture, building=False))
+        progress.warn(stale.message(report.stale, capture, building=False))
     report.image, report.image_id, report.size_bytes = image_reference, image.id, image.size_bytes
     report.engine = engine.name
     _prove(engine, image, capture, options, progress, report)
@@ -372,26 +373,6 @@ def _written(report: BuildReport, options: Options) -> BuildReport:
     return report
 
 
-def stale_cases(capture: Capture) -> list[SmokeCase]:
-    """The calls whose saved output is not what the notebook's code gives now (known before any build)."""
-    return [case for example in capture.examples
-            if (case := smoke_case(example, capture.spec.function)).stale]
-
-
-def stale_message(stale: list[SmokeCase], capture: Capture, building: bool) -> str:
-    calls = "; ".join(f"cell {where_label(case)}: {case.call} shows {short_value(case.stored, 60)}, its code "
-                      f"now gives {short_value(case.expected, 60)}" for case in stale[:5])
-    more = f" (and {len(stale) - 5} more)" if len(stale) > 5 else ""
-    verdict = ("so the image would not be what you validated, and nothing was built. " if building else
-               "so an image of it is not what you validated. ")
-    return (f"{capture.notebook_name} does not reproduce its own saved outputs: {calls}{more}. Either the "
-            "outputs were saved before a change to the code or the data, or training is not seeded "
-            "(no random_state or seed), so a fresh run trains a different model than the one whose "
-            f"outputs you checked; {verdict}Seed the training if it is random, then Restart & Run All and "
-            "save the notebook. To ship what the code gives now anyway, build with --allow-stale (the "
-            "report, the image's labels and its README record it).")
-
-
 def _report(capture: Capture, options: Options) -> BuildReport:
     return BuildReport(
         notebook=str(capture.notebook) if capture.notebook else capture.notebook_name,
@@ -400,5 +381,5 @@ def _report(capture: Capture, options: Options) -> BuildReport:
         artifacts=[asdict(a) for a in capture.spec.artifacts],
         files=[asdict(f) for f in capture.spec.files], warnings=list(capture.warnings),
         interface={"codecs": capture.spec.codecs, "bound": capture.spec.bound, "prints": capture.spec.prints},
-        stale=stale_cases(capture), allow_stale=options.allow_stale,
+        stale=stale.cases(capture, options), allow_stale=options.allow_stale,
     )

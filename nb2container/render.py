@@ -22,7 +22,7 @@ from nb2container import cache, compare, deploy, openapi, sbom
 from nb2container.errors import UsageError
 from nb2container.model import Capture, FrozenEnvironment, Pin, SmokeCase
 from nb2container.options import Options
-from nb2container.report import short_value, where_label
+from nb2container.report import stale_values, where_label
 from nb2container.runtime.layout import IMAGE
 from nb2container.templating import environment, overridden
 
@@ -48,8 +48,8 @@ def render(capture: Capture, frozen: FrozenEnvironment, server_pins: list[Pin], 
                "server_pins": sorted(server_pins, key=lambda p: p.name),
                "batch": options.batch, "batch_max_size": options.batch_max_size,
                "batch_max_wait_ms": f"{options.batch_max_wait_ms:g}",
-               "stale": [{"cell": where_label(case), "call": case.call, "stored": short_value(case.stored, 80),
-                          "now": short_value(case.expected, 80)} for case in stale],
+               "stale": [{"cell": where_label(case), "call": case.call, "stored": stale_values(case, 80)[0],
+                          "now": stale_values(case, 80)[1]} for case in stale],
                "sbom_file": sbom.FILE, "sbom_path": sbom.IMAGE_PATH,
                "env": sorted(options.env.items()), "labels": sorted(options.labels.items()),
                "requested_packages": list(options.system_packages),

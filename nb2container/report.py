@@ -13,7 +13,7 @@ from packaging.utils import canonicalize_name as canonical
 
 from nb2container import lean
 from nb2container.cuda import describe
-from nb2container.model import Capture, FrozenEnvironment, SmokeCase, SmokeReport
+from nb2container.model import Capture, FrozenEnvironment, SmokeCase, SmokeReport, cell_label
 
 
 @dataclass(frozen=True)
@@ -22,9 +22,32 @@ class Verdict:
 
     ok: bool
     reasons: tuple[str, ...] = ()  # why it failed, one sentence each
+    compared: int = 0  # calls whose answer equals an output saved in the notebook: "reproduces" needs one
+    stale: int = 0  # calls whose saved output is stale, shipped with --allow-stale
+
+    @property
+    def words(self) -> str:
+        """What happened, in the same words everywhere (CLI, magic, JUnit, report)."""
+        if not self.ok:
+            return "does NOT reproduce"
+        if self.compared:
+            return "reproduces"
+        if self.stale:
+            return "serves the notebook's code, not its saved outputs (stale, allowed by --allow-stale)"
+        return "built and served; nothing compared with the notebook"
+
+    @property
+    def nothing_compared(self) -> bool:
+        return self.ok and not self.compared and not self.stale
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "reasons": list(self.reasons)}
+        return {"ok": self.ok, "words": self.words, "compared": self.compared, "reasons": list(self.reasons)}
+
+
+NOTHING_COMPARED = ("no call's result is shown in an output saved in the notebook, so the image answers like the "
+                    "notebook's code does now, and nothing shows that this is what the notebook showed. To have "
+                    "it compared, end a cell with a call of the function (or show its result) and save the "
+                    "notebook; calls given with --example are replayed, but have no saved output to compare.")
 
 
 @dataclass
@@ -67,7 +90,9 @@ class BuildReport:
         if self.verify is not None and not self.verify.ok:
             reasons.append("re-run inside the image's environment, the notebook does not reproduce its "
                            "stored outputs (--verify-notebook)")
-        return Verdict(not reasons, tuple(reasons))
+        cases = self.smoke.cases if self.smoke else []
+        return Verdict(not reasons, tuple(reasons), sum(case.checked == "equal" for case in cases),
+                       sum(case.checked == "stale" for case in cases))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -111,7 +136,7 @@ class BuildReport:
                 ElementTree.SubElement(health, "failure", message="the container did not answer /health")
         for case in smoke.cases:
             element = ElementTree.SubElement(suite, "testcase", classname=classname,
-                                             name=f"cell {where_label(case)}: {case.call}")
+                                             name=f"{where_label(case)}: {case.call}")
             if case.skipped:
                 ElementTree.SubElement(element, "skipped", message=case.difference or "not replayed")
             elif not case.passed:
@@ -120,14 +145,18 @@ class BuildReport:
                                 f"container: {short_value(case.actual)}")
             if case.stale:
                 out = ElementTree.SubElement(element, "system-out")
-                out.text = (f"STALE: the notebook shows {short_value(case.stored)}; its code now gives "
-                            f"{short_value(case.expected)}. Re-run the notebook and save it.")
+                saved, fresh = stale_values(case)
+                out.text = (f"STALE: the notebook shows {saved}; its code now gives {fresh}. "
+                            "Re-run the notebook and save it.")
             elif case.checked.startswith("not compared"):
                 ElementTree.SubElement(element, "system-out").text = f"the saved output was {case.checked}"
         verdict = self.verdict  # stale outputs and drift fail the build even when every call matched
         element = ElementTree.SubElement(suite, "testcase", classname=classname, name="verdict")
         if not verdict.ok:
             ElementTree.SubElement(element, "failure", message="; ".join(verdict.reasons)[:1000])
+        elif self.smoke is not None:
+            said = verdict.words + (f": {NOTHING_COMPARED}" if verdict.nothing_compared else "")
+            ElementTree.SubElement(element, "system-out").text = f"{self.image or self.image_id} {said}"
         cases = suite.findall("testcase")
         suite.set("tests", str(len(cases)))
         suite.set("failures", str(sum(c.find("failure") is not None for c in cases)))
@@ -161,7 +190,7 @@ def smoke_table(report: SmokeReport) -> str:
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     for case in report.cases:
-        where = f"cell {where_label(case)}"
+        where = where_label(case)
         if case.difference and not case.passed and case.actual is None and case.actual_stdout is None:
             lines.append(f"{where}: {'SKIPPED' if case.skipped else 'MISMATCH'} {case.call}: {case.difference}")
         elif case.difference and not case.passed:
@@ -169,9 +198,9 @@ def smoke_table(report: SmokeReport) -> str:
                          f"{shown_value(case.actual, case.actual_stdout, 80)} where the notebook's code gives "
                          f"{shown_value(case.expected, case.expected_stdout, 80)}; {case.difference}")
         if case.stale:
-            lines.append(f"{where}: STALE {case.call}: the notebook shows {short_value(case.stored, 80)}, but its "
-                         f"code now gives {short_value(case.expected, 80)} ({case.stale_difference}); re-run the "
-                         "notebook and save it")
+            saved, fresh = stale_values(case, 80)
+            lines.append(f"{where}: STALE {case.call}: the notebook shows {saved}, but its code now gives {fresh} "
+                         f"({case.stale_difference}); re-run the notebook and save it")
         if case.checked.startswith("not compared"):
             alike = [c for c in report.cases if (c.cell, c.checked) == (case.cell, case.checked)]
             why = case.checked.replace(":", " with the saved output, since", 1)
@@ -189,17 +218,20 @@ def smoke_table(report: SmokeReport) -> str:
     if report.not_compared:
         summary += f"; {report.not_compared} not compared with the notebook's saved output"
     lines.append(f"health: {'ok' if report.health else 'FAILED'}; calls: {summary}")
-    if report.cases and report.not_compared == len(report.cases):
-        lines.append("No call could be compared with an output saved in the notebook: the image answers like the "
-                     "notebook's code does now, and nothing shows that this is what the notebook showed.")
     return "\n".join(lines)
 
 
 def stale_table(stale: list[SmokeCase]) -> str:
     """The calls whose saved output is out of date, for a build refused before it started."""
-    return "\n".join(f"cell {where_label(case)}: STALE {case.call}: the notebook shows {short_value(case.stored)}, "
-                     f"but its code now gives {short_value(case.expected)} ({case.stale_difference})"
+    return "\n".join(f"{where_label(case)}: STALE {case.call}: the notebook shows {stale_values(case)[0]}, "
+                     f"but its code now gives {stale_values(case)[1]} ({case.stale_difference})"
                      for case in stale)
+
+
+def stale_values(case: SmokeCase, limit: int | None = None) -> tuple[str, str]:
+    """(saved, fresh) of a STALE call as a person reads them: its value, or what it printed."""
+    return (shown_value(case.stored, case.stored_stdout, limit),
+            shown_value(case.expected, case.expected_stdout, limit))
 
 
 def short_value(value: Any, limit: int | None = None) -> str:
@@ -229,10 +261,7 @@ def shown_value(result: Any, stdout: str | None, limit: int | None = None) -> st
 
 
 def where_label(case: SmokeCase) -> str:
-    """The notebook's cell number, else the execution count as Jupyter shows it ([n])."""
-    if case.cell:
-        return str(case.cell)
-    return f"[{case.execution_count}]" if case.execution_count else "example"
+    return cell_label(case.cell, case.execution_count)
 
 
 def _fit(text: str, width: int) -> str:

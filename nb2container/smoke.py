@@ -39,7 +39,7 @@ def smoke_test(
     with engine.serve(image, port, gpus=gpus, environment=environment) as running:
         report.health = running.request("GET", "/health", timeout=5)[0] == 200
         for example in examples:
-            case = smoke_case(example, function)
+            case = smoke_case(example, function, rel_tol, abs_tol)
             if not case.skipped:
                 status, answer = running.request("POST", "/predict", case.request)
                 _judge(case, status, answer, rel_tol, abs_tol)
@@ -48,9 +48,10 @@ def smoke_test(
     return report
 
 
-def smoke_case(example: Example, function: str) -> SmokeCase:
+def smoke_case(example: Example, function: str, rel_tol: float, abs_tol: float) -> SmokeCase:
     """A call to replay, with the notebook's saved output read back: equal, stale, or not
-    compared (and why), never "not compared" passed off as "checked"."""
+    compared (and why), never "not compared" passed off as "checked". The saved output is held to
+    the same tolerances as the container's answer (--rel-tol, --abs-tol)."""
     shown = [repr(a) for a in example.args] + [f"{k}={v!r}" for k, v in example.kwargs.items()]
     case = SmokeCase(
         execution_count=example.execution_count,
@@ -72,7 +73,7 @@ def smoke_case(example: Example, function: str) -> SmokeCase:
         else:
             compared = True
             if example.stored_text != example.fresh_text:
-                case.stale_difference = difference(case.stored, example.fresh_result, 1e-9, 0.0)
+                case.stale_difference = difference(case.stored, example.fresh_result, rel_tol, abs_tol)
                 case.stale = case.stale_difference is not None
     if example.stdout:
         case.expected_stdout = example.stdout
@@ -80,10 +81,13 @@ def smoke_case(example: Example, function: str) -> SmokeCase:
         if example.stored_stdout is not None:
             saved = example.stored_stdout
         elif example.group_stdout is not None:
-            (saved, fresh), what = example.group_stdout, "what the calls in its cell printed"
+            saved = _own_words(*example.group_stdout, example.stdout)
+            if saved is None:  # the words do not line up: the cell's calls are judged together
+                (saved, fresh), what = example.group_stdout, "what the calls in its cell printed"
         if saved is not None:
+            case.stored_stdout = saved
             compared = True
-            found = text_difference(saved, fresh, 1e-9, 0.0) if saved != fresh else None
+            found = text_difference(saved, fresh, rel_tol, abs_tol) if saved != fresh else None
             if found:
                 case.stale, case.stale_difference = True, f"{what}: {found}"
     case.checked = "stale" if case.stale else ("equal" if compared else f"not compared: {why}")
@@ -95,6 +99,17 @@ def smoke_case(example: Example, function: str) -> SmokeCase:
         return case
     case.request = example.body
     return case
+
+
+def _own_words(saved_group: str, fresh_group: str, own: str) -> str | None:
+    """The saved words of one call among several that printed into one cell: those at the place its
+    own words take in the fresh run (so each call answers for its own words, not the first one's)."""
+    offset = fresh_group.find(own)
+    saved_words = saved_group.split()
+    if offset < 0 or len(saved_words) != len(fresh_group.split()):
+        return None
+    start = len(fresh_group[:offset].split())
+    return " ".join(saved_words[start:start + len(own.split())])
 
 
 def _judge(case: SmokeCase, status: int, answer: Any, rel_tol: float, abs_tol: float) -> None:

@@ -23,7 +23,7 @@ import nbformat
 
 from nb2container import cache, wheelhouse
 from nb2container.engines import ContainerEngine
-from nb2container.model import default_base
+from nb2container.model import cell_label, default_base
 from nb2container.progress import Progress
 from nb2container.render import link_or_copy
 from nb2container.runtime.layout import IMAGE
@@ -41,6 +41,11 @@ class VerifiedCell:
     cell: int  # 1-based position in the notebook, as the smoke table numbers cells
     outcome: str  # passed | failed | skipped
     message: str = ""
+    count: int | None = None  # its execution count in the saved notebook
+
+    @property
+    def label(self) -> str:
+        return cell_label(self.cell, self.count)
 
 
 @dataclass
@@ -63,7 +68,7 @@ class VerifyReport:
                                     tests=str(len(self.cells)),
                                     failures=str(sum(c.outcome == "failed" for c in self.cells)))
         for cell in self.cells:
-            case = ElementTree.SubElement(suite, "testcase", classname=self.notebook, name=f"cell {cell.cell}")
+            case = ElementTree.SubElement(suite, "testcase", classname=self.notebook, name=cell.label)
             if cell.outcome in ("failed", "skipped"):
                 ElementTree.SubElement(case, "failure" if cell.outcome == "failed" else "skipped",
                                        message=cell.message[:500])
@@ -95,8 +100,8 @@ def verify_notebook(
     finally:
         engine.remove_image(sibling.id)
     report = VerifyReport(notebook.name, exit_code=job.exit_code, log_tail="\n".join(job.logs.splitlines()[-25:]))
-    code_cells = [n for n, cell in enumerate(nbformat.read(notebook, as_version=4).cells, start=1)
-                  if cell.cell_type == "code"]
+    code_cells = [(n, cell.get("execution_count")) for n, cell in
+                  enumerate(nbformat.read(notebook, as_version=4).cells, start=1) if cell.cell_type == "code"]
     report.cells = _cells(job.fetched, code_cells)  # None: nbval never wrote them (it crashed before a cell)
     return report
 
@@ -116,7 +121,7 @@ def _folder_tar(folder: Path) -> bytes:
     return buffer.getvalue()
 
 
-def _cells(results: bytes | None, code_cells: list[int]) -> list[VerifiedCell]:
+def _cells(results: bytes | None, code_cells: list[tuple[int, int | None]]) -> list[VerifiedCell]:
     """nbval's JUnit results; its "Cell k" counts code cells from 0."""
     if results is None:
         return []
@@ -125,7 +130,7 @@ def _cells(results: bytes | None, code_cells: list[int]) -> list[VerifiedCell]:
     for case in root.iter("testcase"):
         match = re.search(r"Cell (\d+)", case.get("name", ""))
         index = int(match.group(1)) if match else -1
-        number = code_cells[index] if 0 <= index < len(code_cells) else 0
+        number, count = code_cells[index] if 0 <= index < len(code_cells) else (0, None)
         failure = case.find("failure")
         if failure is None:
             failure = case.find("error")
@@ -133,11 +138,11 @@ def _cells(results: bytes | None, code_cells: list[int]) -> list[VerifiedCell]:
         if failure is not None:
             text = _ANSI.sub("", (failure.get("message") or "") + "\n" + (failure.text or ""))
             text = re.sub(r"Cell \d+: ", "", text.replace("Notebook cell execution failed", ""))
-            cells.append(VerifiedCell(number, "failed", _first_lines(text)))
+            cells.append(VerifiedCell(number, "failed", _first_lines(text), count))
         elif skipped is not None:
-            cells.append(VerifiedCell(number, "skipped", skipped.get("message", "")))
+            cells.append(VerifiedCell(number, "skipped", skipped.get("message", ""), count))
         else:
-            cells.append(VerifiedCell(number, "passed"))
+            cells.append(VerifiedCell(number, "passed", count=count))
     return cells
 
 
@@ -150,7 +155,7 @@ def describe(report: VerifyReport) -> str:
     lines = [f"verify-notebook: {report.notebook} re-run inside the image's environment (nbval)"]
     for cell in report.cells:
         mark = {"passed": "ok", "failed": "FAILED", "skipped": "skipped"}[cell.outcome]
-        lines.append(f"  cell {cell.cell}: {mark}")
+        lines.append(f"  {cell.label}: {mark}")
         if cell.outcome == "failed":
             lines += [f"      {line}" for line in cell.message.splitlines()]
     passed = sum(c.outcome == "passed" for c in report.cells)

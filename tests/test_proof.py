@@ -68,7 +68,7 @@ def test_a_container_that_differs_is_a_mismatch_with_both_values(swapped_image: 
     # the health check, three calls, and the verdict
     assert suite is not None and suite.get("tests") == "5" and suite.get("failures") == "4"
     names = [case.get("name") for case in suite.iter("testcase")]
-    assert "cell 6: predict_price(1500, 3)" in names
+    assert "cell 6 [In 5]: predict_price(1500, 3)" in names  # one way to name a cell (issue 26)
 
 
 def test_verify_notebook_reruns_it_inside_the_image_and_reports_each_cell(house_build: Built, tmp_path: Path) -> None:
@@ -92,7 +92,7 @@ def test_verify_notebook_fails_when_a_stored_output_is_edited(house_build: Built
     nbformat.write(nb, edited)
     outcome = run_cli("test", house_build.tag, edited, "--verify-notebook")
     assert outcome.returncode == 1
-    assert "cell 6: FAILED" in outcome.stdout and "999999.0" in outcome.stdout
+    assert "cell 6 [In 5]: FAILED" in outcome.stdout and "999999.0" in outcome.stdout
     assert "6 cell(s) passed, 1 failed" in outcome.stdout
     assert "re-run inside the image's environment, the notebook does not reproduce its stored outputs" \
         in outcome.stderr

@@ -63,6 +63,6 @@ def test_a_parameter_given_types_the_server_cannot_tell_apart_is_refused_naming_
     with pytest.raises(CaptureError) as refused:
         read_raw(tmp_path, "nb.ipynb")
     message = str(refused.value)
-    assert "`total`'s parameter `values` gets a list in cells [3] and a numpy array in cells [2]: both travel as " \
+    assert "`total`'s parameter `values` gets a list at In [3] and a numpy array at In [2]: both travel as " \
            "a JSON array" in message, message
     assert "np.asarray(values)" in message and "\n" not in message.strip()

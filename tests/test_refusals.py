@@ -61,7 +61,7 @@ CASES = {
         ["class Model:\n    def score(self, x):\n        return x",
          "def predict(x, model):\n    return model.score(x)",
          "predict(1, Model())", "predict(2, Model())"], [],
-        ["parameter `model`", "different object", "[3], [4]"],
+        ["parameter `model`", "different object", "In [3], In [4]"],
     ),
     "bind_unknown_parameter": (
         ["def predict(x):\n    return x", "predict(1)"], ["--bind", "model"],
@@ -69,11 +69,11 @@ CASES = {
     ),
     "complex_result": (
         ["import numpy as np", "def predict(x):\n    return np.array([x + 1j])", "predict(2.0)"], [],
-        ["predict(2.0) in [3]", "the result (numpy.ndarray of dtype complex128) has no JSON form", ".imag"],
+        ["predict(2.0) at In [3]", "the result (numpy.ndarray of dtype complex128) has no JSON form", ".imag"],
     ),
     "complex_argument": (
         ["import numpy as np", "def predict(z):\n    return float(abs(z).sum())", "predict(np.array([1 + 2j]))"], [],
-        ["in [3]", "the argument `z` (numpy.ndarray of dtype complex128) has no JSON form"],
+        ["at In [3]", "the argument `z` (numpy.ndarray of dtype complex128) has no JSON form"],
     ),
     "unknown_function": (
         ["def predict(x):\n    return x", "def helper(y):\n    return y"], ["--function", "score"],

@@ -63,7 +63,7 @@ def test_a_tensor_on_a_gpu_is_refused_naming_the_parameter(shell: Any, tmp_path:
     with pytest.raises(CaptureError) as refused:
         read_raw(tmp_path, "nb.ipynb")
     message = str(refused.value)
-    assert "`total`'s parameter `t` gets a tensor on cuda:0 (the calls in cells [2])" in message, message
+    assert "`total`'s parameter `t` gets a tensor on cuda:0 (the calls at In [2])" in message, message
     assert "`t.cpu()`" in message
 
 

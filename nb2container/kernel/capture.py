@@ -349,7 +349,7 @@ def _refuse_unsendable(function: str, calls: list[dict[str, Any]]) -> None:
         if call.get("no_json"):
             raise Refusal(
                 "no_json_form",
-                f"In the call {call['shown']} in [{call['execution_count']}], {call['no_json']}. The image "
+                f"In the call {call['shown']} at In [{call['execution_count']}], {call['no_json']}. The image "
                 "could neither receive it in a request nor send it back. Convert it inside "
                 f"`{function}` (for example float() for extended precision, .real and .imag for complex "
                 "numbers, .isoformat() or str() for dates and bytes), then build again.",

@@ -112,7 +112,7 @@ def collect(
     for use in observed:
         if use["writes"]:
             warnings.append(
-                f"when called (in the cell run as [{use['execution_count']}]), the function writes to "
+                f"when called (at In [{use['execution_count']}]), the function writes to "
                 f"`{use['written']}`; in the image the server runs as a non-root user on a "
                 "read-only application tree, so write under /tmp instead, or drop the write."
             )

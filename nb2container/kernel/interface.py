@@ -87,10 +87,10 @@ def _merge(fn: Any, name: str, passing: list[dict[str, Any]]) -> dict[str, Any]:
                             [call["arguments"].get(name) for call in passing])
     except codecs.AmbiguousCodec as exc:
         cells = {kind: _cells([c for c in passing if c["codecs"][name]["kind"] == kind]) for kind in exc.kinds}
-        where = " and ".join(f"{exc.named(kind)} in {cells[kind]}" for kind in exc.kinds)
+        where = " and ".join(f"{exc.named(kind)} at {cells[kind]}" for kind in exc.kinds)
         raise Refusal(
             "ambiguous_types",
-            f"`{fn.__name__}`'s parameter `{name}` gets {where.replace('the calls in ', '')}: {exc}, so the "
+            f"`{fn.__name__}`'s parameter `{name}` gets {where.replace('the calls at ', '')}: {exc}, so the "
             "server could not tell from a request which to give the function. Pass one type in every call "
             "(convert where you call it, e.g. np.asarray(values) or values.tolist()), then build again.",
             parameter=name,
@@ -154,5 +154,6 @@ def _set_body(call: dict[str, Any], signature: inspect.Signature, interface: Int
 
 
 def _cells(calls: list[dict[str, Any]]) -> str:
-    counts = [f"[{c['execution_count']}]" for c in calls if c.get("execution_count") is not None]
-    return "the calls in cells " + ", ".join(counts) if counts else ""
+    # "In [n]": the host names each cell its one way (captured.name_cells) from the count.
+    counts = [f"In [{c['execution_count']}]" for c in calls if c.get("execution_count") is not None]
+    return "the calls at " + ", ".join(counts) if counts else ""
