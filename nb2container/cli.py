@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     progress = TerminalProgress(verbose=getattr(args, "verbose", False))
     debug = getattr(args, "debug", False)
+    options: Options | None = None
     try:
         if args.command == "deploy":
             return _deploy(args, progress)
@@ -82,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     except Nb2ContainerError as error:
         if debug:
             raise
+        if args.command in ("build", "test") and options is not None:
+            pipeline.write_refusal(options, str(error))
         print(f"\nnb2container: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -7,6 +7,7 @@ live kernel it runs in. Everything after the capture is the same code.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -43,7 +44,7 @@ from nb2container.model import (
     default_base,
 )
 from nb2container.options import Options
-from nb2container.progress import Progress
+from nb2container.progress import Progress, SilentProgress, WarningsKept
 from nb2container.report import BuildReport
 from nb2container.smoke import smoke_test
 from nb2container.system_libs import SystemNeeds
@@ -266,6 +267,7 @@ def _freeze_and_render(capture: Capture, options: Options, progress: Progress, e
 
 def run(options: Options, progress: Progress, capturer: Capturer | None = None) -> BuildReport:
     """Render, build, and smoke-test; the report's verdict decides the tag, the push and deploy/."""
+    progress = kept = WarningsKept(progress)
     capturer = capturer or notebook_capturer(options, progress)
     engine = None if options.no_build else connect(options.engine)  # before the notebook runs: in seconds
     if engine is not None and options.base_image:
@@ -276,14 +278,14 @@ def run(options: Options, progress: Progress, capturer: Capturer | None = None) 
         report = _report(capture, options)
         if report.stale and not options.allow_stale:  # decided before the slow work
             progress.warn(stale.message(report.stale, capture, building=True))
-            return _written(report, options)
+            return _written(report, options, kept)
         rendered = _freeze_and_render(capture, options, progress, engine, report.stale)
     report.packages, report.folder = rendered.frozen.packages, str(rendered.folder)
     report.system_packages = {p.name: p.version for p in rendered.frozen.system_packages}
     report.cuda = asdict(rendered.frozen.cuda) if rendered.frozen.cuda else None
     report.left_out = [asdict(item) for item in rendered.frozen.left_out]
     if engine is None:
-        return _written(report, options)
+        return _written(report, options, kept)
     report.engine = engine.name
     progress.step(f"Building the image from {rendered.folder} with {engine.name}")
     image = engine.build(rendered.folder, progress, options.platform)
@@ -308,7 +310,7 @@ def run(options: Options, progress: Progress, capturer: Capturer | None = None) 
     if usage or report.pushed or not report.verdict.ok:  # sized by the smoke run, by digest, or marked
         deploy.write(rendered.folder, rendered.capture, rendered.frozen, report.pushed or rendered.tag,
                      options.port, usage, report.verdict, options.labels)
-    return _written(report, options)
+    return _written(report, options, kept)
 
 
 def _prove(engine: ContainerEngine, image: BuiltImage, capture: Capture, options: Options, progress: Progress,
@@ -319,12 +321,14 @@ def _prove(engine: ContainerEngine, image: BuiltImage, capture: Capture, options
                       "reproduces the notebook")
     else:
         report.smoke = smoke(engine, image, capture, options, progress)
+        report.stale = [case for case in report.smoke.cases if case.stale]  # the same cases, replayed
     report.verify = _verify(engine, image, capture, options, progress)
 
 
 def test_image(options: Options, image_reference: str, progress: Progress,
                capturer: Capturer | None = None) -> BuildReport:
     """Smoke an existing image against the notebook's calls (``nb2container test``)."""
+    progress = kept = WarningsKept(progress)
     capturer = capturer or notebook_capturer(options, progress)
     engine = connect(options.engine)
     image = engine.inspect(image_reference)  # before the notebook runs
@@ -336,7 +340,7 @@ def test_image(options: Options, image_reference: str, progress: Progress,
     report.image, report.image_id, report.size_bytes = image_reference, image.id, image.size_bytes
     report.engine = engine.name
     _prove(engine, image, capture, options, progress, report)
-    return _written(report, options)
+    return _written(report, options, kept)
 
 
 def smoke(engine: ContainerEngine, image: BuiltImage, capture: Capture, options: Options,
@@ -364,8 +368,20 @@ def _verify(engine: ContainerEngine, image: BuiltImage, capture: Capture, option
                            options.platform, progress, options.timeout, options.base_image)
 
 
-def _written(report: BuildReport, options: Options) -> BuildReport:
-    """Write the JSON report and the JUnit XML where asked."""
+def write_refusal(options: Options, message: str) -> None:
+    """A refused build still writes --report and --junit, holding the refusal, for CI to read."""
+    if not (options.report or options.junit):
+        return
+    notebook = str(options.notebook) if options.notebook else "unsaved notebook"
+    report = BuildReport(notebook=notebook, function=options.function or "", image=None, image_id=None,
+                         size_bytes=None, python="", packages={}, folder=None, smoke=None, refusal=message)
+    with contextlib.suppress(OSError):  # a report path that cannot be written: the refusal is printed anyway
+        _written(report, options, WarningsKept(SilentProgress()))
+
+
+def _written(report: BuildReport, options: Options, kept: WarningsKept) -> BuildReport:
+    """Write the JSON report and the JUnit XML where asked, with every warning the build printed."""
+    report.warnings = list(dict.fromkeys([*report.warnings, *kept.warnings]))
     if options.report:
         report.write(options.report)
     if options.junit:

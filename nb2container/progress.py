@@ -35,6 +35,28 @@ class TerminalProgress:
             print(f"    | {line}", file=self.stream, flush=True)
 
 
+class WarningsKept:
+    """Passes everything on to ``inner`` and keeps each warning: every warning a build prints is in
+    its report's ``warnings`` too (the kernel's fallback, the base image's, the stale message...)."""
+
+    def __init__(self, inner: Progress) -> None:
+        self.inner = inner
+        self.warnings: list[str] = []
+
+    def step(self, message: str) -> None:
+        self.inner.step(message)
+
+    def detail(self, message: str) -> None:
+        self.inner.detail(message)
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        self.inner.warn(message)
+
+    def log(self, line: str) -> None:
+        self.inner.log(line)
+
+
 class SilentProgress:
     def step(self, message: str) -> None: ...
     def detail(self, message: str) -> None: ...

@@ -74,10 +74,11 @@ class BuildReport:
     allow_stale: bool = False  # --allow-stale: shipped anyway
     drift: list[str] = field(default_factory=list)  # how the image differs from the lock
     engine: str | None = None  # what built and ran the image (docker, podman, buildah; engines.py)
+    refusal: str | None = None  # why the build was refused before a report could hold more (one paragraph)
 
     @property
     def verdict(self) -> Verdict:
-        reasons = []
+        reasons = [self.refusal] if self.refusal else []
         if self.drift:
             reasons.append("the image does not hold the locked environment: " + "; ".join(self.drift))
         if self.smoke is not None and not self.smoke.health:
@@ -112,6 +113,7 @@ class BuildReport:
             "stale": {"allowed": self.allow_stale, "count": len(self.stale),
                       "cases": [asdict(case) for case in self.stale]},
             "drift": self.drift,
+            "refusal": self.refusal,
             "build_folder": self.folder,
             "artifacts": self.artifacts,
             "files": self.files,

@@ -121,6 +121,8 @@ def test_a_stale_notebook_is_not_called_reproduced_unless_allowed(
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["smoke"]["stale"] == 1 and report["smoke"]["failed"] == 0
     assert report["stale"] == {"allowed": True, "count": 1, "cases": report["stale"]["cases"]}
+    (case,) = report["stale"]["cases"]  # the replayed case itself, as smoke.cases has it (issue 26)
+    assert case["passed"] is True and case["actual"] == 245500.0 and case in report["smoke"]["cases"]
     labels = docker_client.images.get(tag).labels
     assert "shipped with --allow-stale" in labels["io.nb2container.stale"]
     assert "Shipped with `--allow-stale`" in (tmp_path / "build/README.md").read_text()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nbformat
@@ -15,12 +16,18 @@ from nb2container.render import default_tag
 from tests.conftest import NOTEBOOKS, cli
 
 
-def test_unknown_function_names_it_and_the_candidates() -> None:
-    result = cli("build", NOTEBOOKS / "house_prices.ipynb", "--function", "nosuch")
+def test_unknown_function_names_it_and_the_candidates(tmp_path: Path) -> None:
+    result = cli("build", NOTEBOOKS / "house_prices.ipynb", "--function", "nosuch",
+                 "--report", tmp_path / "report.json", "--junit", tmp_path / "junit.xml")
     assert result.returncode != 0
     assert "`nosuch`" in result.stderr
     assert "`predict_price`" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+    # A refusal still writes the report and JUnit CI asked for (issue 26).
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["verdict"]["ok"] is False and "`nosuch`" in report["refusal"]
+    assert report["verdict"]["reasons"] == [report["refusal"]] and report["function"] == "nosuch"
+    assert 'failures="1"' in (tmp_path / "junit.xml").read_text()
 
 
 def test_missing_notebook_is_one_paragraph(tmp_path: Path) -> None:
@@ -104,3 +111,20 @@ def test_a_missing_kernel_named_by_the_notebook_means_this_python(tmp_path: Path
     refused = cli("render", path, "--kernel", "nosuch", "--output", tmp_path / "other")
     assert refused.returncode == 1 and "--kernel nosuch" in refused.stderr and "`python3`" in refused.stderr
     assert "Running" not in refused.stderr and not (tmp_path / "other").exists()
+
+
+def test_every_warning_a_build_prints_is_in_its_report(tmp_path: Path) -> None:
+    """Issue 26: the kernel-fallback warning was printed, and the report's `warnings` was empty."""
+    from nb2container import pipeline
+    from nb2container.options import Options
+    from nb2container.progress import SilentProgress, WarningsKept
+    from nb2container.report import BuildReport
+
+    kept = WarningsKept(SilentProgress())
+    kept.warn("elsewhere.ipynb names the kernel `conda-root-py`, which is not installed here")
+    report = BuildReport(notebook="nb.ipynb", function="f", image=None, image_id=None, size_bytes=None,
+                         python="3.11.7", packages={}, folder=None, smoke=None, warnings=["from the capture"])
+    pipeline._written(report, Options(notebook=None, report=tmp_path / "report.json"), kept)
+    written = json.loads((tmp_path / "report.json").read_text())["warnings"]
+    assert written == ["from the capture", "elsewhere.ipynb names the kernel `conda-root-py`, which is not "
+                                           "installed here"]

@@ -63,6 +63,12 @@ CASES = {
          "predict(1, Model())", "predict(2, Model())"], [],
         ["parameter `model`", "different object", "In [3], In [4]"],
     ),
+    "varying_object_bound": (  # issue 26: --bind that changes nothing said nothing
+        ["class Model:\n    def score(self, x):\n        return x",
+         "def predict(x, model):\n    return model.score(x)",
+         "predict(1, Model())", "predict(2, Model())"], ["--bind", "model"],
+        ["different object", "--bind model changes nothing here"],
+    ),
     "bind_unknown_parameter": (
         ["def predict(x):\n    return x", "predict(1)"], ["--bind", "model"],
         ["--bind names `model`", "not a parameter"],

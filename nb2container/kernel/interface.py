@@ -66,7 +66,7 @@ def infer(
             )
         wanted = name in (bind or []) or (codec["kind"] == "object" and not no_bind)
         if wanted:
-            _bind(interface, fn, name, calls, objects, ns)
+            _bind(interface, fn, name, calls, objects, ns, asked=name in (bind or []))
     for call in calls:
         _set_body(call, signature, interface)
     return interface
@@ -98,7 +98,7 @@ def _merge(fn: Any, name: str, passing: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _bind(interface: Interface, fn: Any, name: str, calls: list[dict[str, Any]],
-          objects: dict[int, Any], ns: dict[str, Any]) -> None:
+          objects: dict[int, Any], ns: dict[str, Any], asked: bool = False) -> None:
     passing = [call for call in calls if name in call["codecs"]]
     ids = {call["object_ids"].get(name) for call in passing}
     if not passing or None in ids:
@@ -115,7 +115,9 @@ def _bind(interface: Interface, fn: Any, name: str, calls: list[dict[str, Any]],
             "varying_object",
             f"`{fn.__name__}`'s parameter `{name}` gets a different object with no JSON form in "
             f"different calls ({_cells(passing)}), so it can neither be sent as JSON nor bound to one "
-            "object. Pass the same object in every call, or pass what it holds as plain values.",
+            "object. Pass the same object in every call, or pass what it holds as plain values."
+            + (f" (--bind {name} changes nothing here: it binds one object, and the calls pass several.)"
+               if asked else ""),
             parameter=name,
         )
     obj = objects[ids.pop()]
