@@ -519,6 +519,55 @@ TORCH_DIGITS = [
 ]
 
 
+XGBOOST_CROPS = [
+    new_markdown_cell("# Crops with XGBoost\n\nA gradient-boosted classifier on scikit-learn's bundled wine data, "
+                      "trained on the CPU; `recommend` takes a field's measurements and names the class."),
+    new_code_cell("import xgboost as xgb\nfrom sklearn.datasets import load_wine"),
+    new_code_cell("wine = load_wine()\n"
+                  "model = xgb.XGBClassifier(n_estimators=20, max_depth=3, random_state=0, n_jobs=1)\n"
+                  "model.fit(wine.data, wine.target)\n"
+                  "NAMES = list(wine.target_names)\n"
+                  "round(float(model.score(wine.data, wine.target)), 3)"),
+    new_code_cell("def recommend(measurements: list) -> str:\n"
+                  "    return str(NAMES[int(model.predict([measurements])[0])])", metadata={"tags": ["serve"]}),
+    new_code_cell("recommend(wine.data[0].tolist())"),
+    new_code_cell("recommend(wine.data[100].tolist())"),
+    new_code_cell("recommend(wine.data[170].tolist())"),
+]
+
+
+KERAS_SPAM = [
+    new_markdown_cell("# Spam with Keras\n\nA small text classifier built with `tensorflow.keras` "
+                      "(TensorFlow on the CPU); `spam_probability` pads a message's word ids with Keras' own `pad_sequences`."),
+    new_code_cell("import os\n"
+                  "os.environ.update(TF_CPP_MIN_LOG_LEVEL='2', TF_ENABLE_ONEDNN_OPTS='0')\n"
+                  "import numpy as np\n"
+                  "import tensorflow as tf\n"
+                  "from tensorflow.keras.preprocessing.sequence import pad_sequences"),
+    new_code_cell("MESSAGES = ['win a free prize now', 'free cash click now', 'claim your free prize',\n"
+                  "            'urgent win cash now', 'see you at lunch', 'can you call me later',\n"
+                  "            'are we still on for dinner', 'thanks for the notes']\n"
+                  "LABELS = np.array([1, 1, 1, 1, 0, 0, 0, 0], dtype='float32')\n"
+                  "VOCAB = {word: i + 1 for i, word in enumerate(sorted({w for m in MESSAGES for w in m.split()}))}\n"
+                  "MAXLEN = 8\n"
+                  "ids = pad_sequences([[VOCAB[w] for w in m.split()] for m in MESSAGES], maxlen=MAXLEN)\n"
+                  "tf.keras.utils.set_random_seed(0)\n"
+                  "model = tf.keras.Sequential([tf.keras.Input((MAXLEN,)),\n"
+                  "                             tf.keras.layers.Embedding(len(VOCAB) + 1, 8),\n"
+                  "                             tf.keras.layers.GlobalAveragePooling1D(),\n"
+                  "                             tf.keras.layers.Dense(1, activation='sigmoid')])\n"
+                  "model.compile(optimizer=tf.keras.optimizers.Adam(0.05), loss='binary_crossentropy')\n"
+                  "model.fit(ids, LABELS, epochs=12, verbose=0)\n"
+                  "len(VOCAB)"),
+    new_code_cell("def spam_probability(message: str) -> float:\n"
+                  "    words = [[VOCAB.get(w, 0) for w in message.lower().split()]]\n"
+                  "    return round(float(model(pad_sequences(words, maxlen=MAXLEN))[0, 0]), 3)",
+                  metadata={"tags": ["serve"]}),
+    new_code_cell("spam_probability('free prize now')"),
+    new_code_cell("spam_probability('see you at dinner')"),
+]
+
+
 NOTEBOOKS = {
     "house_prices.ipynb": (HOUSE_PRICES, None),
     "churn_helpers.ipynb": (CHURN_HELPERS, None),
@@ -543,6 +592,8 @@ NOTEBOOKS = {
     "spam_apply.ipynb": (SPAM_APPLY, None),
     "series_or_list.ipynb": (SERIES_OR_LIST, None),
     "torch_digits.ipynb": (TORCH_DIGITS, None),
+    "xgboost_crops.ipynb": (XGBOOST_CROPS, None),
+    "keras_spam.ipynb": (KERAS_SPAM, None),
 }
 
 

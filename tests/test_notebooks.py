@@ -15,6 +15,7 @@ from typing import Any
 import docker
 import pytest
 
+from nb2container import lean
 from nb2container.compare import difference, text_difference
 from nb2container.runtime import codecs, contract
 from tests.conftest import NOTEBOOKS, NotebookBuilds, run_cli
@@ -104,9 +105,17 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "series_or_list.ipynb": {  # a Series in one call, a list in another: each restored as it was passed
         "function": "total", "codecs": {"values": "union"}, "packages": {"pandas"},
     },
+    "xgboost_crops.ipynb": {  # xgboost requires nvidia-nccl-cu12, which it needs only for training on GPUs
+        "function": "recommend", "packages": {"xgboost-cpu"}, "formats": {"model": "pickle", "NAMES": "joblib"},
+        "left_out": {"nvidia-nccl-cu12", "numpy/_core/tests", "scipy/stats/tests"},
+    },
     "torch_digits.ipynb": {  # a PyTorch model: tensors in and out, torch 2.13.0's CPU build in the image
         "function": "predict", "codecs": {"pixels": "tensor"}, "result": "tensor", "packages": {"torch"},
         "formats": {"model": "pickle"},
+    },
+    "keras_spam.ipynb": {  # tensorflow.keras utilities, imported as the notebook did (not keras.src...)
+        "function": "spam_probability", "packages": {"tensorflow-cpu", "keras"}, "formats": {"model": "pickle"},
+        "module": ["from tensorflow.keras.preprocessing.sequence import pad_sequences"],
     },
     "hidden_state.ipynb": {
         "function": "keyword_score",
@@ -159,6 +168,10 @@ def test_notebook_builds_and_its_image_reproduces_it(notebook: str, notebook_bui
     assert {f["image_path"] for f in report["files"]} == expected.get("files", set())
     assert expected.get("packages", set()) <= set(report["packages"])
     assert set(report["system_packages"]) == expected.get("system_packages", set())
+    assert not [name for name in report["packages"] if lean.GPU_ONLY.match(name)]  # no GPU on this machine
+    assert "pytest" not in report["packages"]  # installed in this kernel, imported by no notebook
+    left_out = {item["what"].split()[0] for item in report["left_out"]}
+    assert expected.get("left_out", set()) <= left_out and not left_out & set(report["packages"])
     for warning in expected.get("warnings", []):
         assert any(warning in text for text in report["warnings"]), (warning, report["warnings"])
     if expected.get("no_warnings"):
@@ -173,6 +186,17 @@ def test_notebook_builds_and_its_image_reproduces_it(notebook: str, notebook_bui
     for fragment in expected.get("module", []):
         assert fragment in module
     assert "get_ipython" not in module  # no IPython syntax reaches the module
+
+
+def test_left_out_folders_are_not_in_the_image(notebook_builds: NotebookBuilds,
+                                               docker_client: docker.DockerClient) -> None:
+    built = notebook_builds("xgboost_crops.ipynb")
+    suites = [item["what"] for item in built.report["left_out"] if "/" in item["what"]]
+    check = "import json, os, sys; print(json.dumps([p for p in sys.argv[1:] if os.path.exists(p)]))"
+    site = "/opt/venv/lib/python3.11/site-packages/"
+    paths = [site + "numpy", *(site + suite for suite in suites)]
+    output = docker_client.containers.run(built.tag, ["python", "-c", check, *paths], network_mode="none", remove=True)
+    assert len(suites) > 20 and json.loads(bytes(output).decode()) == [site + "numpy"]
 
 
 @pytest.mark.parametrize("notebook", ALL)
@@ -251,7 +275,10 @@ def test_stale_printed_output_of_several_calls_fails_the_build(
                      "--report", tmp_path / "report.json")
     assert result.returncode == 1 and "Building the image" not in result.stderr
     stale = json.loads((tmp_path / "report.json").read_text())["stale"]
-    assert stale["count"] == 3 and "expected '(-0.87)'" in stale["cases"][0]["stale_difference"]
+    # Only the call whose words changed is STALE, shown with both printed texts (issue 26).
+    (case,) = stale["cases"]
+    assert stale["count"] == 1 and case["stale_difference"].startswith("what it printed: word 1: expected '(-0.87)'")
+    assert "the notebook shows \"printed: (-0.87) Czech\"" in result.stdout
 
 
 def test_served_contract_restores_types_and_refuses_what_does_not_fit(notebook_builds: NotebookBuilds) -> None:
