@@ -280,10 +280,10 @@ class Engine:
             with contextlib.suppress(docker.errors.DockerException):
                 container.remove(force=True)
 
-    def remove_image(self, image_id: str) -> None:
+    def remove_image(self, image_id: str, prune: bool = True) -> None:
         with contextlib.suppress(docker.errors.NotFound):
             try:
-                self.client.images.remove(image_id, force=True, noprune=False)
+                self.client.images.remove(image_id, force=True, noprune=not prune)
             except docker.errors.APIError as exc:
                 raise BuildError(f"The engine could not remove the image {image_id[:19]}: {exc.explanation}.") from None
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from packaging.utils import canonicalize_name
@@ -48,6 +48,24 @@ for name in json.loads(sys.argv[1]):
         found[name] = json.loads(text)
 print(json.dumps(found))
 """
+
+
+_PROVIDERS = r"""
+import json, sys
+from importlib import metadata
+provided = metadata.packages_distributions()
+print(json.dumps({module: provided.get(module, []) for module in json.loads(sys.argv[1])}))
+"""
+
+
+def importing_closure(interpreter: KernelInterpreter, modules: tuple[str, ...]) -> Closure:
+    """The closure of modules the kernel has not been asked about yet (the notebook's other
+    cells' imports, for --verify-notebook): their distributions read in the kernel's interpreter."""
+    done = subprocess.run([interpreter.executable, "-c", _PROVIDERS, json.dumps(list(modules))],
+                          capture_output=True, text=True, check=False, timeout=120)
+    lines = done.stdout.strip().splitlines()
+    provided = json.loads(lines[-1]) if done.returncode == 0 and lines else {}
+    return closure(replace(interpreter, module_distributions=provided), modules)
 
 
 def direct_urls(python: str, distributions: list[str]) -> dict[str, dict[str, Any]]:

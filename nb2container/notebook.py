@@ -68,6 +68,32 @@ def python_source(cell_source: str) -> str:
     return TransformerManager().transform_cell(cell_source)
 
 
+def cell_imports(nb: nbformat.NotebookNode) -> tuple[str, ...]:
+    """The top-level modules the notebook's code cells import (not the standard library's, not
+    nb2container's): what re-running the whole notebook needs beyond the function's closure."""
+    found: set[str] = set()
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        try:
+            tree = ast.parse(python_source(cell.source))
+        except SyntaxError:  # nbval will name this cell itself
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                found.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                found.add(node.module.split(".")[0])
+    return tuple(sorted(found - set(sys.stdlib_module_names) - {"nb2container", "__future__"}))
+
+
+def loads_nb2container(source: str) -> bool:
+    """A cell whose work is nb2container's own (loading the magic, containerizing): not the notebook's."""
+    return any(line.lstrip().startswith(("%load_ext nb2container", "%containerize", "%%containerize",
+                                         "import nb2container", "from nb2container"))
+               for line in source.splitlines())
+
+
 def defined_functions(nb: nbformat.NotebookNode) -> dict[str, int]:
     """The functions the notebook's code cells define, in order: name -> 1-based cell number."""
     sources = [python_source(cell.source) if cell.cell_type == "code" else "" for cell in nb.cells]

@@ -364,8 +364,15 @@ def _verify(engine: ContainerEngine, image: BuiltImage, capture: Capture, option
         raise UsageError("--verify-notebook re-runs the notebook file, and this notebook was never saved "
                          "(or its front end does not say where it is). Save it and build with "
                          "`nb2container build NOTEBOOK --verify-notebook`.")
-    return verify_notebook(engine, image.id, capture.notebook, capture.interpreter.python_version,
-                           options.platform, progress, options.timeout, options.base_image)
+    python_version = capture.interpreter.python_version
+    closure = freeze.importing_closure(capture.interpreter,
+                                       notebook.cell_imports(notebook.read_notebook(capture.notebook)))
+    if closure.packages:
+        progress.detail("the notebook's cells also import: " + ", ".join(
+            f"{name} {version}" for name, version in closure.packages.items()))
+    pins = wheelhouse.fetch(closure.packages, python_version, options.platform, progress, closure.direct_urls)
+    return verify_notebook(engine, image.id, capture.notebook, python_version, options.platform, progress,
+                           options.timeout, options.base_image, tuple(pins))
 
 
 def write_refusal(options: Options, message: str) -> None:

@@ -171,7 +171,7 @@ class PodmanEngine:
     def tag(self, image_id: str, tag: str) -> None:
         _run([self.cli, "tag", image_id, tag], f"Tagging the image as {tag}")
 
-    def remove_image(self, image_id: str) -> None:
+    def remove_image(self, image_id: str, prune: bool = True) -> None:  # rmi has no noprune
         _run([self.cli, "rmi", "--force", image_id], f"{self.cli} rmi", check=False)
 
     def push(self, image_id: str, repository: str, version: str, progress: Progress) -> str:

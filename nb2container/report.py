@@ -89,8 +89,11 @@ class BuildReport:
             reasons.append(f"{len(self.stale)} output(s) saved in the notebook are not what its code gives now "
                            "(STALE; --allow-stale ships anyway)")
         if self.verify is not None and not self.verify.ok:
+            first = next((cell for cell in self.verify.cells if cell.outcome == "failed"), None)
+            where = f": first {first.label}: {first.message.strip().splitlines()[0][:200]}" if first and \
+                first.message.strip() else ""
             reasons.append("re-run inside the image's environment, the notebook does not reproduce its "
-                           "stored outputs (--verify-notebook)")
+                           f"stored outputs (--verify-notebook){where}")
         cases = self.smoke.cases if self.smoke else []
         return Verdict(not reasons, tuple(reasons), sum(case.checked == "equal" for case in cases),
                        sum(case.checked == "stale" for case in cases))

@@ -14,6 +14,7 @@ import io
 import re
 import tarfile
 import tempfile
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,8 @@ import nbformat
 
 from nb2container import cache, wheelhouse
 from nb2container.engines import ContainerEngine
-from nb2container.model import cell_label, default_base
+from nb2container.model import Pin, cell_label, default_base
+from nb2container.notebook import loads_nb2container
 from nb2container.progress import Progress
 from nb2container.render import link_or_copy
 from nb2container.runtime.layout import IMAGE
@@ -34,6 +36,7 @@ _SKIPPED_DIRS = {".git", ".venv", "venv", "build", "__pycache__", "node_modules"
 _ANSI = re.compile(r"(\x1b|#x1B)\[[0-9;]*m")  # colours, raw or as escaped in XML
 _WORK = "/work"
 _RESULTS = f"{_WORK}/.nb2c-verify.xml"
+_COPY = ".nb2c-verify-"  # the notebook's copy beside it, with nb2container's own cells skipped
 
 
 @dataclass
@@ -77,28 +80,30 @@ class VerifyReport:
 
 def verify_notebook(
     engine: ContainerEngine, image_id: str, notebook: Path, python_version: str, platform: str,
-    progress: Progress, timeout: int = 600, base: str | None = None,
+    progress: Progress, timeout: int = 600, base: str | None = None, notebook_pins: tuple[Pin, ...] = (),
 ) -> VerifyReport:
-    """Re-run the notebook in a sibling of the image (its tools installed with ``base``'s pip)."""
+    """Re-run the notebook in a sibling of the image (its tools installed with ``base``'s pip), with
+    ``notebook_pins``: what the notebook's other cells import, at the kernel's versions."""
     pins = wheelhouse.resolve(TOOLS, python_version, platform, progress)
     with tempfile.TemporaryDirectory(prefix="nb2container-verify-") as folder:
         context = Path(folder)
-        link_or_copy(cache.wheels(), context / "wheels", [pin.wheel for pin in pins])
-        (context / "requirements.lock").write_text("".join(
-            f"{pin.name}=={pin.version} --hash=sha256:{pin.sha256}\n" for pin in sorted(pins, key=lambda p: p.name)))
+        link_or_copy(cache.wheels(), context / "wheels", sorted({pin.wheel for pin in (*pins, *notebook_pins)}))
+        (context / "requirements.lock").write_text(_lock(pins))
+        (context / "notebook.lock").write_text(_lock(notebook_pins))
         (context / "Dockerfile").write_text(environment().get_template("Dockerfile.verify.j2").render(
-            image=image_id, base_image=base or default_base(python_version), layout=IMAGE, work=_WORK))
+            image=image_id, base_image=base or default_base(python_version), layout=IMAGE, work=_WORK,
+            notebook_packages=bool(notebook_pins)))
         progress.step(f"Building a sibling image with a kernel and nbval, to re-run {notebook.name}")
         sibling = engine.build(context, progress, platform)
     progress.step(f"Re-running {notebook.name} inside the image's environment (nbval)")
     try:
         job = engine.run_job(
-            sibling.id, ["python", "-m", "pytest", "--nbval", notebook.name, "-p", "no:cacheprovider",
+            sibling.id, ["python", "-m", "pytest", "--nbval", _COPY + notebook.name, "-p", "no:cacheprovider",
                          f"--junitxml={_RESULTS}", "-q", "--nbval-cell-timeout", str(timeout)],
-            files=_folder_tar(notebook.parent), fetch=_RESULTS, user=IMAGE.user, working_dir=_WORK,
+            files=_folder_tar(notebook), fetch=_RESULTS, user=IMAGE.user, working_dir=_WORK,
             environment={"HOME": "/tmp", "PYTHONDONTWRITEBYTECODE": "1"}, timeout=timeout * 4)
     finally:
-        engine.remove_image(sibling.id)
+        engine.remove_image(sibling.id, prune=False)  # its parent, the image itself, is not tagged yet
     report = VerifyReport(notebook.name, exit_code=job.exit_code, log_tail="\n".join(job.logs.splitlines()[-25:]))
     code_cells = [(n, cell.get("execution_count")) for n, cell in
                   enumerate(nbformat.read(notebook, as_version=4).cells, start=1) if cell.cell_type == "code"]
@@ -106,9 +111,22 @@ def verify_notebook(
     return report
 
 
-def _folder_tar(folder: Path) -> bytes:
-    """The notebook's folder as a tar under /work, owned by the image's user."""
+def _lock(pins: Iterable[Pin]) -> str:
+    return "".join(f"{pin.name}=={pin.version} --hash=sha256:{pin.sha256}\n"
+                   for pin in sorted(pins, key=lambda p: p.name))
+
+
+def _folder_tar(notebook: Path) -> bytes:
+    """The notebook's folder as a tar under /work, owned by the image's user, with a copy of the
+    notebook whose nb2container cells (%load_ext, %containerize) nbval skips: they are not the
+    notebook's work, and the image has no nb2container."""
+    nb = nbformat.read(notebook, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and loads_nb2container(cell.source):
+            cell.metadata.setdefault("tags", []).append("nbval-skip")
+    copy = nbformat.writes(nb).encode()
     buffer = io.BytesIO()
+    folder = notebook.parent
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         def owned(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
             if any(part in _SKIPPED_DIRS for part in Path(info.name).parts):
@@ -118,6 +136,10 @@ def _folder_tar(folder: Path) -> bytes:
             return info
 
         tar.add(folder, arcname=_WORK.lstrip("/"), filter=owned)
+        info = owned(tarfile.TarInfo(f"{_WORK.lstrip('/')}/{_COPY}{notebook.name}"))
+        assert info is not None
+        info.size, info.mode = len(copy), 0o644
+        tar.addfile(info, io.BytesIO(copy))
     return buffer.getvalue()
 
 

@@ -96,3 +96,34 @@ def test_verify_notebook_fails_when_a_stored_output_is_edited(house_build: Built
     assert "6 cell(s) passed, 1 failed" in outcome.stdout
     assert "re-run inside the image's environment, the notebook does not reproduce its stored outputs" \
         in outcome.stderr
+
+
+def test_verify_notebook_runs_cells_that_import_more_than_the_function_needs(
+        tmp_path: Path, docker_client: docker.DockerClient) -> None:
+    """Issue 26: an unrelated `import pandas` cell failed the re-run (the image holds only the
+    function's closure) and the verdict blamed the notebook. The sibling now installs what the
+    cells import, at the kernel's versions; the served image still has no pandas."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_notebook
+
+    pytest.importorskip("pandas", reason="the unrelated cell imports pandas (the notebooks' extra)")
+    nb = new_notebook(cells=[new_code_cell("%load_ext nb2container"),
+                             new_code_cell("import pandas as pd\nlen(pd.DataFrame({'a': [1, 2]}))"),
+                             new_code_cell("def double(x: int) -> int:\n    return 2 * x"),
+                             new_code_cell("double(21)")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.validate(nb)
+    from nbclient import NotebookClient
+    NotebookClient(nb, timeout=120, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    nbformat.write(nb, tmp_path / "doubling.ipynb")
+    tag = "nb2c-test/doubling:latest"
+    outcome = run_cli("build", tmp_path / "doubling.ipynb", "--function", "double", "--tag", tag,
+                      "--output", tmp_path / "build", "--verify-notebook")
+    assert outcome.returncode == 0, outcome.stdout + outcome.stderr
+    assert "the notebook's cells also import: " in outcome.stderr and "pandas " in outcome.stderr
+    assert "3 cell(s) passed, 0 failed" in outcome.stdout  # the %load_ext cell is skipped
+    assert "pandas" not in (tmp_path / "build/requirements.lock").read_text()
+    found = docker_client.containers.run(tag, ["python", "-c", "import importlib.util as u; "
+                                               "print(u.find_spec('pandas') is None)"], remove=True)
+    assert bytes(found).decode().strip() == "True"
+    docker_client.images.remove(tag)
