@@ -118,4 +118,6 @@ def example_from_call(
         shown=call.get("shown", ""),
         stdout=call.get("stdout", ""),
         stored_stdout=stored_stdout,
+        repeats=None if "again" not in call else (call["again"]["result"] == call["result"]
+                                                  and (call["again"]["stdout"] or "") == (call.get("stdout") or "")),
     )

@@ -88,6 +88,7 @@ class Example:
     # (the cell's saved stdout, the fresh stdout of every call in it) when several calls printed it all
     group_stdout: tuple[str, str] | None = None
     unchecked: str = ""  # why no saved output can be compared with this call, when none can
+    repeats: bool | None = None  # made again right after the run, it gave the same answer (None: not tried)
 
 
 @dataclass(frozen=True)
@@ -220,6 +221,7 @@ class SmokeCase:
     actual_stdout: str | None = None
     stored: Any = None  # the notebook's saved output, read back (None when it has none or it is not a value)
     stored_stdout: str | None = None  # what the saved notebook shows this call printed
+    repeats: bool | None = None  # Example.repeats: False means the function itself is random
     stale: bool = False  # the saved output is not what the notebook's code gives now
     stale_difference: str | None = None
     checked: str = ""  # the saved output: "equal", "stale", or "not compared: <why>"

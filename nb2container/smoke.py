@@ -60,6 +60,7 @@ def smoke_case(example: Example, function: str, rel_tol: float, abs_tol: float) 
         request=None,
         expected=example.fresh_result,
         expected_from="fresh run",
+        repeats=example.repeats,
     )
     compared, why = False, example.unchecked or "the notebook saved no output for it"
     if example.stored_text is not None:

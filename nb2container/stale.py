@@ -4,7 +4,8 @@ A stale output fails the build: the image would not be what the data scientist v
 to do depends on why, so the message names what the tool can see: the notebook was saved on
 another Python (its metadata says which), a type moved between modules (pandas 3 prints
 ``pandas.DataFrame`` where pandas 2 printed ``pandas.core.frame.DataFrame``: other package
-versions), or else a change to the code or data, or unseeded training.
+versions), a function that answers differently each time it is called (the fresh run makes each
+call twice), or else a change to the code or data, or unseeded training.
 """
 
 from __future__ import annotations
@@ -34,8 +35,15 @@ def message(outdated: list[SmokeCase], capture: Capture, building: bool) -> str:
     more = f" (and {len(outdated) - 5} more)" if len(outdated) > 5 else ""
     verdict = ("so the image would not be what you validated, and nothing was built. " if building else
                "so an image of it is not what you validated. ")
+    random = [case for case in outdated if case.repeats is False]
     causes = [*_other_python(capture), *_moved_types(outdated)]
-    if causes:
+    if random:
+        why = (f"{where_label(random[0])}: {random[0].call} answered differently when it was made again right "
+               "after the fresh run, so the function itself uses randomness that is not seeded, and no saved "
+               f"output can be reproduced; {verdict}Seed it (random_state=..., np.random.default_rng(0), "
+               "torch.manual_seed(0)) or take the randomness out of the served function, then Restart & Run All "
+               "and save the notebook.")
+    elif causes:
         why = (" ".join(causes) + f" {verdict}Re-run the notebook in this kernel (Restart & Run All), check "
                "its outputs and save it, or build from a kernel with the environment it was saved in.")
     else:

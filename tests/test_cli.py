@@ -128,3 +128,20 @@ def test_every_warning_a_build_prints_is_in_its_report(tmp_path: Path) -> None:
     written = json.loads((tmp_path / "report.json").read_text())["warnings"]
     assert written == ["from the capture", "elsewhere.ipynb names the kernel `conda-root-py`, which is not "
                                            "installed here"]
+
+
+@pytest.mark.kernel
+def test_a_random_function_is_named_as_the_cause_of_its_stale_output(tmp_path: Path) -> None:
+    """Issue 26: every STALE said "saved before a change ... or training is not seeded"; the fresh
+    run now makes each call twice, and a function that answers differently is named random."""
+    from nbformat.v4 import new_output
+
+    call = new_code_cell("draw(10)", execution_count=3)
+    call.outputs = [new_output("execute_result", {"text/plain": "3.14159"}, execution_count=3)]
+    nb = new_notebook(cells=[new_code_cell("import random", execution_count=1),
+                             new_code_cell("def draw(n):\n    return round(random.random() * n, 6)", execution_count=2),
+                             call])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "draws.ipynb")
+    result = cli("render", tmp_path / "draws.ipynb", "--function", "draw", "--output", tmp_path / "out")
+    assert "cell 3 [In 3]: draw(10) answered differently when it was made again" in result.stderr, result.stderr

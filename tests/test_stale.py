@@ -46,3 +46,11 @@ def test_otherwise_a_code_or_data_change_or_unseeded_training(tmp_path: Path) ->
     said = stale.message(outdated(0.5, 0.6), capture(tmp_path, "3.11.7"), building=False)
     assert "Seed the training" in said and "Python 3" not in said
     assert stale.saved_python(None) is None
+
+
+def test_a_function_that_answers_differently_twice_is_named_random(tmp_path: Path) -> None:
+    case = outdated(0.5, 0.6)[0]
+    case.repeats = False
+    said = stale.message([case], capture(tmp_path, "3.11.7"), building=True)
+    assert "answered differently when it was made again right after the fresh run" in said
+    assert "Seed it" in said and "before a change" not in said

@@ -20,8 +20,11 @@ from nb2container.kernel.recorder import display_text
 from nb2container.runtime import codecs
 
 
-def calls_now(shell: Any, function: str, raw: dict[str, Any]) -> None:
-    """Add ``now`` (result, result_text, stdout) to each replayable call in ``raw["calls"]``."""
+def calls_now(shell: Any, function: str, raw: dict[str, Any], key: str = "now") -> None:
+    """Add ``now`` (result, result_text, stdout) to each replayable call in ``raw["calls"]``.
+
+    The CLI's kernel asks the same right after the run, as ``again``: a call that answers
+    differently the second time shows a random function (unseeded), one cause of stale outputs."""
     ns = shell.user_ns
     fn = ns.get(function)
     fn = getattr(fn, ORIGINAL_ATTR, fn)
@@ -42,7 +45,7 @@ def calls_now(shell: Any, function: str, raw: dict[str, Any]) -> None:
                 else:
                     arguments = {n: codecs.decode(params.get(n, {}), v) for n, v in body.items()}
                     value = fn(**arguments, **bound)
-            call["now"] = {"result": to_jsonable(value), "result_text": display_text(shell, value),
-                           "stdout": printed.getvalue()}
+            call[key] = {"result": to_jsonable(value), "result_text": display_text(shell, value),
+                         "stdout": printed.getvalue()}
         except Exception:  # a call that fails now is judged by the smoke test, against what it recorded
             continue
