@@ -208,4 +208,4 @@ def describe(left_out: tuple[LeftOut, ...]) -> str:
         parts.append(f"GPU runtime {', '.join(item.what for item in gpu)}")
     if suites:
         parts.append(f"{len(suites)} test suite(s) ({_mb(sum(item.bytes for item in suites))})")
-    return f"{'; '.join(parts)}: {_mb(total)} in all"
+    return f"{'; '.join(parts)}: {_mb(total)} in all" if gpu and suites else parts[0]

@@ -147,3 +147,4 @@ def test_report_lines_for_people() -> None:
              LeftOut("numpy/_core/tests", "test suite of numpy", 4_000_000))
     assert lean.describe(items) == "GPU runtime nvidia-nccl-cu12 2.32.3; 2 test suite(s) (50 MB): 540 MB in all"
     assert lean.describe(()) == "nothing"
+    assert lean.describe(items[1:]) == "2 test suite(s) (50 MB)"  # no "in all" for one kind
