@@ -129,3 +129,18 @@ def test_a_refusal_through_the_command_line_is_one_paragraph_and_renders_nothing
         assert fragment in message, (fragment, message)
     assert "Traceback" not in result.stderr + result.stdout
     assert not (tmp_path / "out").exists()
+
+
+def test_a_bind_that_changes_nothing_says_so(shell: InteractiveShell, tmp_path: Path) -> None:
+    """Issue 26: an option that has no effect says so (here a warning, the build goes on)."""
+    cells = ["class Model:\n    def score(self, x):\n        return x", "model = Model()",
+             "def predict(x, model):\n    return model.score(x)", "predict(1, model)", "predict(2, model)"]
+    options = config.resolve(given_flags(command_line.parser().parse_args(["render", "nb.ipynb", "--bind", "model"])),
+                             tmp_path, environ={}, notebook=None).options
+    CallRecorder(shell, "predict").install()
+    for source in cells:
+        assert shell.run_cell(source, store_history=True).success, source
+    capture_to_file(shell.user_ns, options.capture_request("predict", tmp_path))
+    raw = read_raw(tmp_path, "nb.ipynb")
+    assert raw["interface"]["bound"] == {"model": "model"}
+    assert any(w.startswith("--bind model changes nothing") for w in raw["warnings"]), raw["warnings"]

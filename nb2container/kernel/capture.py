@@ -332,7 +332,7 @@ def capture(
         "definitions": sources,
         "artifacts": artifacts,
         "files": data_files,
-        "warnings": warnings,
+        "warnings": [*warnings, *contract.notes],
         "interface": contract.as_dict(),
         "globals_read": sorted(
             {*closure.imports, *closure.constants, *closure.objects, *closure.definitions} - {function}

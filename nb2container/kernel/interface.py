@@ -24,6 +24,7 @@ class Interface:
     bound: dict[str, str] = field(default_factory=dict)  # parameter -> the module global that holds it
     bound_objects: dict[str, Any] = field(default_factory=dict)  # that global -> the object
     prints: bool = False
+    notes: list[str] = field(default_factory=list)  # options that changed nothing, said as warnings
 
     def as_dict(self) -> dict[str, Any]:
         return {"codecs": {"params": self.params, "result": self.result}, "bound": self.bound,
@@ -65,6 +66,9 @@ def infer(
                 parameter=name,
             )
         wanted = name in (bind or []) or (codec["kind"] == "object" and not no_bind)
+        if name in (bind or []) and codec["kind"] == "object":
+            interface.notes.append(f"--bind {name} changes nothing: every call passes `{name}` the same object "
+                                   "with no JSON form, so it is bound without being asked")
         if wanted:
             _bind(interface, fn, name, calls, objects, ns, asked=name in (bind or []))
     for call in calls:
