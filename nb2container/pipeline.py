@@ -257,6 +257,7 @@ def _freeze_and_render(capture: Capture, options: Options, progress: Progress, e
     def fill(staging: Path) -> None:
         render.render(capture, frozen, server_pins, staging, tag, options, stale)
         deploy.write(staging, capture, frozen, tag, options.port, labels=options.labels)
+        secret_scan.check_folder(staging, capture.secret_values, function)  # before it replaces anything
 
     written = output.replace(folder, capture.notebook, fill)
     if written.kept:

@@ -12,6 +12,8 @@ and ``--not-secret NAME`` says a flagged value is fine to ship.
 from __future__ import annotations
 
 import ast
+import itertools
+import json
 import re
 import tempfile
 from dataclasses import dataclass, replace
@@ -50,23 +52,75 @@ def _strings(value: object) -> list[str]:
     return []
 
 
+def _names_a_digest(name: str, value: object) -> bool:
+    """``MODEL_SHA256 = "9f86d0..."``: a hex digest whose name says so is a checksum, not a secret."""
+    return bool(_DIGEST_NAME.search(_snake(name))) and isinstance(value, str) and bool(
+        re.fullmatch(r"(sha\d*[:-])?[0-9a-fA-F]{16,}", value))
+
+
+_DIGEST_NAME = re.compile(r"(^|_)(sha\d*|md5|digest|hash|checksum|fingerprint)$", re.IGNORECASE)
+
+
 def _by_name(name: str, value: object) -> bool:
     return bool(_SECRET_WORDS.search(_snake(name))) and any(
         len(text.strip()) >= _MIN_SECRET_CHARS and " " not in text.strip() for text in _strings(value))
 
 
-def _detect(text: str, suffix: str = ".py") -> list[tuple[int, str]]:
-    """(line, kind) of what detect-secrets finds in ``text``, filters applied."""
+def _detect(text: str, suffix: str = ".py", formats_only: bool = False) -> list[tuple[int, str]]:
+    """(line, kind) of what detect-secrets finds in ``text``, filters applied; ``formats_only``:
+    known token formats alone (strings read out of a pickle have no names, and a model's own
+    random-looking strings are not secrets)."""
     from detect_secrets import SecretsCollection
-    from detect_secrets.settings import default_settings
+    from detect_secrets.settings import default_settings, transient_settings
 
     with tempfile.TemporaryDirectory(prefix="nb2c-scan-") as folder:
         path = Path(folder) / f"scanned{suffix}"
         path.write_text(text)
-        with default_settings():
+        settings = transient_settings({"plugins_used": _format_plugins()}) if formats_only else default_settings()
+        with settings:
             found = SecretsCollection()
             found.scan_file(str(path))
     return sorted({(secret.line_number, secret.type) for secrets in found.data.values() for secret in secrets})
+
+
+def _format_plugins() -> list[dict[str, str]]:
+    from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
+
+    guesses = ("HighEntropy", "Keyword")
+    return [{"name": plugin.__name__} for plugin in get_mapping_from_secret_type_to_class().values()
+            if not any(guess in plugin.__name__ for guess in guesses)]
+
+
+def _file_text(path: Path) -> tuple[str, list[int]]:
+    """A data file as text whatever its encoding (a byte that is not UTF-8 hides nothing), and for a
+    large one only its lines that could hold a secret: a long token of letters and digits, or a
+    word that names one (detect-secrets reads a few MB a second). Returns the text and, per line of
+    it, the file's line number."""
+    text = path.read_bytes().decode("utf-8", errors="replace")
+    lines = text.splitlines()
+    if len(text) <= _MAX_TEXT_FILE_BYTES:
+        return text, list(range(1, len(lines) + 1))
+    kept = [(number, line) for number, line in enumerate(lines, start=1) if _CANDIDATE.search(line)]
+    return "\n".join(line for _, line in kept), [number for number, _ in kept]
+
+
+# A token that mixes letters and digits over 16 characters, or a word that names a secret.
+_CANDIDATE = re.compile(r"(?=[\w+/=-]*[A-Za-z])(?=[\w+/=-]*\d)[\w+/=-]{16,}|passw|secret|token|api_?key|bearer",
+                        re.IGNORECASE)
+
+
+def pickled_strings(path: Path) -> list[str]:
+    """The strings a pickle holds (attribute names and values), read without unpickling it."""
+    import pickletools
+
+    found = []
+    try:
+        for opcode, argument, _ in pickletools.genops(path.read_bytes()):
+            if isinstance(argument, str) and ("UNICODE" in opcode.name or opcode.name.endswith("STRING")):
+                found.append(argument)
+    except Exception:  # joblib writes arrays' bytes inside its stream: the strings before them are read
+        pass
+    return found
 
 
 def scan(capture: Capture, cell_of: dict[str, int]) -> list[Finding]:
@@ -85,6 +139,8 @@ def scan(capture: Capture, cell_of: dict[str, int]) -> list[Finding]:
     lines = [f"{name} = {text}" for name, text in constants]
     for line, kind in _detect("\n".join(lines)):
         name = constants[line - 1][0]
+        if _names_a_digest(name, ast.literal_eval(constants[line - 1][1])):
+            continue
         if not any(f.name == name for f in findings):
             findings.append(Finding(name, where(name), f"its value looks like a secret ({kind})"))
     for source in spec.definitions:
@@ -94,16 +150,53 @@ def scan(capture: Capture, cell_of: dict[str, int]) -> list[Finding]:
                                     f"a literal in it looks like a secret ({kind})"))
     for data_file in spec.files:
         path = capture.files_dir / data_file.image_path.lstrip("/")
-        if path.stat().st_size > _MAX_TEXT_FILE_BYTES:
-            continue
-        try:
-            text = path.read_text()
-        except (UnicodeDecodeError, OSError):
-            continue  # binary: pickles and models are not text a token is pasted into
+        text, numbers = _file_text(path)
         for line, kind in _detect(text, path.suffix or ".txt"):
-            findings.append(Finding(None, f"the data file {data_file.path}, line {line}",
+            findings.append(Finding(None, f"the data file {data_file.path}, line {numbers[line - 1]}",
                                     f"it looks like a secret ({kind})"))
+    for artifact in spec.artifacts:
+        findings += _in_pickle(capture.artifacts_dir / artifact.file, f"the artifact `{artifact.name}`",
+                               artifact.name)
     return findings
+
+
+def _in_pickle(path: Path, where: str, name: str) -> list[Finding]:
+    """A secret kept in a pickled object: an attribute whose name says secret, or a known format."""
+    strings = pickled_strings(path)
+    for key, value in itertools.pairwise(strings):  # a dict's or an object's key, then its value
+        if _by_name(key, value) and not re.fullmatch(r"[a-z_][a-z_.]*", value):  # not the next attribute's name
+            return [Finding(name, f"{where} (its `{key}`)", "a pickled attribute whose name says it is a secret")]
+    lines = [f"value = {json.dumps(text)}" for text in strings if len(text) >= _MIN_SECRET_CHARS]
+    return [Finding(name, where, f"a string pickled in it looks like a secret ({kind})")
+            for _, kind in _detect("\n".join(lines), ".py", formats_only=True)[:1]]
+
+
+def check_folder(folder: Path, values: dict[str, str], function: str) -> None:
+    """The canary: no file of the build folder (the module, artifacts, data files, the OpenAPI
+    document, README, golden tests, Dockerfile labels, SBOM) holds the value of a --secret, in any
+    form its bytes take there: a value derived from it (``"Bearer " + API_TOKEN``) is caught too."""
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        content = path.read_bytes()
+        for name, value in sorted(values.items()):
+            forms = {value.encode(), json.dumps(value)[1:-1].encode()}
+            if len(value) >= 4 and any(form in content for form in forms):
+                raise CaptureError(_held(str(path.relative_to(folder)), name, function))
+
+
+def _held(file: str, name: str, function: str) -> str:
+    """Where a --secret's value was found, and the fix that works there."""
+    what = f"the value of --secret {name}"
+    if file.startswith("artifacts/"):
+        fix = (f"the notebook object `{Path(file).stem}` was built from `{name}` (and is shipped pickled). Build it "
+               f"inside `{function}` from `{name}`, so that it is made from the environment when the image runs")
+    elif file.startswith("files/"):
+        fix = "a data file the function reads holds it. Take the secret out of the file"
+    else:
+        fix = (f"a recorded call of `{function}` passes or returns it, and calls are published (the OpenAPI "
+               "example, README, golden tests). Call the function in the notebook with a placeholder, and "
+               "return what the secret gives, never the secret")
+    return (f"{file} in the build folder would hold {what}, where anyone with the image or the folder can "
+            f"read it: {fix}. Nothing was built, and the last build folder is as it was.")
 
 
 def apply(capture: Capture, secrets: tuple[str, ...], not_secrets: tuple[str, ...],
@@ -125,10 +218,15 @@ def apply(capture: Capture, secrets: tuple[str, ...], not_secrets: tuple[str, ..
     if findings:
         first = findings[0]
         listing = "; ".join(f"{f.where}: {f.kind}" for f in findings[:5])
+        string = first.name in constants and isinstance(ast.literal_eval(constants[first.name]), str)
         fix = (f"If it is a secret, build with --secret {first.name}: the image then reads `{first.name}` from "
                f"the environment variable {first.name} at run time (the smoke test passes this kernel's value "
                "to its container only), and deploy/ takes it from a Kubernetes Secret. If it is not, pass "
-               f"--not-secret {first.name}." if first.name else
+               f"--not-secret {first.name}." if first.name and string else
+               f"If it is a secret, keep it in a global string of its own that `{capture.spec.function}` reads "
+               f"(TOKEN = os.environ['TOKEN']), build `{first.name}` from it inside the function, and build with "
+               f"--secret TOKEN (--secret takes strings only). If it is not, pass --not-secret {first.name}."
+               if first.name else
                "Move the value out of the code into a global (a cell that sets it), then build with --secret "
                "NAME so that the image reads it from its environment, or remove it from the file.")
         raise CaptureError(
