@@ -8,6 +8,7 @@ new version is running and healthy. It never turns an engine into a swarm unless
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import time
@@ -24,6 +25,7 @@ import yaml
 from nb2container.engine import Engine
 from nb2container.errors import BuildError, UsageError
 from nb2container.progress import Progress
+from nb2container.runtime.layout import IMAGE
 
 _NS = 1_000_000_000
 
@@ -52,6 +54,9 @@ def deploy(folder: Path, replicas: int | None, init_swarm: bool, progress: Progr
     published = publish or published
     mode = endpoint_mode or service.get("deploy", {}).get("endpoint_mode") or "vip"
     spec = _spec(name, service, count, published, target)
+    secrets = _secret_variables(service)
+    spec["env"] = [line for line in spec["env"] if line.split("=", 1)[0] not in secrets]
+    spec["secrets"] = [_docker_secret(client, name, variable, value) for variable, value in secrets.items()]
     if mode == "dnsrr":  # no virtual IP, no routing mesh: each replica's address, by name, on the network
         network = _overlay_network(client, f"{name}-net", progress)
         spec |= {"endpoint_spec": docker.types.EndpointSpec(mode="dnsrr"), "networks": [network]}
@@ -115,6 +120,30 @@ def _seconds(value: str | int | float) -> float:
         raise UsageError(f"deploy/compose.yaml: cannot read the duration {value!r}")
     number, unit = float(found.group(1)), found.group(2) or "s"
     return number * {"ms": 0.001, "s": 1, "m": 60}[unit]
+
+
+def _secret_variables(service: dict[str, Any]) -> dict[str, str]:
+    """The environment entries compose.yaml takes from the shell as ``${NAME:?...}``: the function's
+    secrets. On a swarm they travel as Docker secrets, never in the service's environment, which
+    `docker service inspect` shows to whoever can manage the swarm."""
+    return {key: _interpolate(key, str(value)) for key, value in service.get("environment", {}).items()
+            if re.fullmatch(r"\$\{\w+:\?.*\}", str(value))}
+
+
+def _docker_secret(client: docker.DockerClient, service: str, variable: str,
+                   value: str) -> docker.types.SecretReference:
+    """A Docker secret holding ``value``, mounted at /run/secrets/VARIABLE for the image's user. Its name
+    carries a digest of the value: a secret cannot change, so a new value is a new secret and the
+    service rolls to it."""
+    digest = hashlib.sha256(value.encode()).hexdigest()[:12]
+    secret_name = f"{service}-{variable.lower()}-{digest}"
+    try:
+        secret = client.secrets.get(secret_name)
+    except docker.errors.NotFound:
+        secret = client.secrets.create(name=secret_name, data=value.encode(),
+                                       labels={"io.nb2container.service": service})
+    return docker.types.SecretReference(secret.id, secret_name, filename=variable,
+                                        uid=str(IMAGE.uid), gid=str(IMAGE.gid), mode=0o400)
 
 
 def _interpolate(key: str, value: str) -> str:

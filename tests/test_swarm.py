@@ -182,3 +182,37 @@ def test_a_rolling_update_under_traffic_fails_no_request(
     assert answers[0] + 1.0 == answers[-1] and set(answers) == {answers[0], answers[-1]}
     switched = answers.index(answers[-1])
     assert switched > 0 and all(answer == answers[-1] for answer in answers[switched:][-20:])
+
+
+def test_a_secret_reaches_the_swarm_as_a_docker_secret_not_an_environment_value(
+    docker_client: docker.DockerClient, no_swarm: None, tmp_path: Path
+) -> None:
+    """Issue 25: `deploy --swarm` put a --secret value into the service's environment, where
+    `docker service inspect` shows it to whoever can manage the swarm."""
+    import json
+
+    from tests.test_promises import CANARY, secret_notebook
+
+    tag = "nb2c-test/secret-swarm:latest"
+    built = run_cli("build", secret_notebook(tmp_path), "--secret", "API_TOKEN", "--tag", tag,
+                    "--output", tmp_path / "build")
+    assert built.returncode == 0, built.stdout + built.stderr
+    try:
+        deployed = run_cli("deploy", tmp_path / "build", "--swarm", "--init-swarm", "--replicas", "1",
+                           "--publish", str(free_port()), env={"API_TOKEN": CANARY})
+        assert deployed.returncode == 0, deployed.stdout + deployed.stderr  # healthy: it read the secret
+        inspected = json.dumps(docker_client.api.inspect_service("predict"))
+        assert CANARY not in inspected and "API_TOKEN=" not in inspected
+        ((_, container),) = running(docker_client, "predict")
+        ask = ("import json, urllib.request; r = urllib.request.Request('http://127.0.0.1:8000/predict', "
+               "data=b'{\"x\": 3}', headers={'Content-Type': 'application/json'}); "
+               "print(json.load(urllib.request.urlopen(r))['result'])")
+        answer = container.exec_run(["python", "-c", ask])
+        assert answer.exit_code == 0 and "'authorized': True" in answer.output.decode(), answer.output
+        assert CANARY not in json.dumps(container.attrs["Config"]["Env"])
+    finally:
+        for service in docker_client.services.list(filters={"name": "predict"}):
+            service.remove()
+        for secret in docker_client.secrets.list(filters={"label": "io.nb2container.service=predict"}):
+            with contextlib.suppress(docker.errors.APIError):  # still held by a stopping task
+                secret.remove()
