@@ -11,6 +11,7 @@ from nb2container.errors import Nb2ContainerError
 from nb2container.options import FLAGS, Options, flags_for, given_flags
 from nb2container.progress import TerminalProgress
 from nb2container.report import NOTHING_COMPARED, BuildReport, frozen_json, frozen_table, smoke_table, stale_table
+from nb2container.secret_scan import scrubbed
 
 
 def parser() -> argparse.ArgumentParser:
@@ -107,9 +108,9 @@ def _finish(report: BuildReport, options: Options) -> int:
     if report.verify is not None:
         print(verify.describe(report.verify) + "\n")
     if report.smoke is not None:
-        print(smoke_table(report.smoke))
+        print(scrubbed(smoke_table(report.smoke), report.hidden))
     elif report.stale and report.image_id is None:  # refused before the build
-        print(stale_table(report.stale))
+        print(scrubbed(stale_table(report.stale), report.hidden))
     verdict = report.verdict
     name = Path(report.notebook).name
     if not verdict.ok:

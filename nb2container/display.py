@@ -23,6 +23,7 @@ from nb2container.report import (
     smoke_table,
     where_label,
 )
+from nb2container.secret_scan import scrubbed
 
 _REFRESH_SECONDS = 0.5
 _FONT = "font-family: var(--jp-code-font-family, monospace); font-size: 12px; line-height: 1.5"
@@ -166,7 +167,7 @@ class Containerized:
         if self.report.smoke is not None:
             lines += ["", smoke_table(self.report.smoke)]
         lines += [f"warning: {warning}" for warning in self.report.warnings]
-        return "\n".join([*lines, "", self._verdict()])
+        return scrubbed("\n".join([*lines, "", self._verdict()]), self.report.hidden)
 
     def _repr_html_(self) -> str:
         facts = "".join(f"<tr><th style='text-align: left; padding-right: 1em'>{html.escape(name)}</th>"
@@ -185,7 +186,8 @@ class Containerized:
         parts += [f"<div style='color: #9a5b00'>⚠ {_inline(w)}</div>" for w in self.report.warnings]
         colour = "#1a7f37" if self.ok else "#b42318"
         parts.append(f"<p style='color: {colour}; font-weight: bold'>{_inline(self._verdict())}</p>")
-        return f"<div class='nb2container-summary' style='{_FONT}'>{''.join(parts)}</div>"
+        hidden = tuple(html.escape(value) for value in self.report.hidden)
+        return scrubbed(f"<div class='nb2container-summary' style='{_FONT}'>{''.join(parts)}</div>", hidden)
 
 
 def _inline(text: str) -> str:

@@ -89,6 +89,7 @@ class Example:
     group_stdout: tuple[str, str] | None = None
     unchecked: str = ""  # why no saved output can be compared with this call, when none can
     repeats: bool | None = None  # made again right after the run, it gave the same answer (None: not tried)
+    golden: bool = True  # in the folder's golden tests (not when it passes or returns a secret)
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,7 @@ class Rendered:
     frozen: FrozenEnvironment
     folder: Path
     tag: str
+    public: secret_scan.Published  # what may be published of the capture, and what is never written
 
 
 def server_runtime(python_version: str, platform: str, progress: Progress) -> list[Pin]:
@@ -254,16 +255,26 @@ def _freeze_and_render(capture: Capture, options: Options, progress: Progress, e
                   f"{len(pins)} packages, {len(capture.spec.artifacts)} artifact(s))")
     server_pins = server_runtime(frozen.python_version, options.platform, progress)
 
+    public = secret_scan.published(capture)
+    if public.parameters:
+        left = sum(1 for e in public.capture.examples if e.replayable and not e.golden)
+        progress.warn(f"{', '.join(f'`{p}`' for p in public.parameters)} looks secret: its recorded values are "
+                      f"redacted in the OpenAPI example, README and report, and {left} call(s) passing them are "
+                      "left out of the golden tests; the smoke test still sends them")
+    values = {**{f"--secret {name}": value for name, value in capture.secret_values.items()},
+              **{f"a secret-like argument ({', '.join(public.parameters)})": value for value in public.hidden
+                 if value not in capture.secret_values.values()}}
+
     def fill(staging: Path) -> None:
-        render.render(capture, frozen, server_pins, staging, tag, options, stale)
-        deploy.write(staging, capture, frozen, tag, options.port, labels=options.labels)
-        secret_scan.check_folder(staging, capture.secret_values, function)  # before it replaces anything
+        render.render(public.capture, frozen, server_pins, staging, tag, options, stale)
+        deploy.write(staging, public.capture, frozen, tag, options.port, labels=options.labels)
+        secret_scan.check_folder(staging, values, function)  # before it replaces anything
 
     written = output.replace(folder, capture.notebook, fill)
     if written.kept:
         progress.detail(f"kept {len(written.kept)} file(s) in {folder} that nb2container did not write: "
                         + ", ".join(written.kept[:10]) + (" ..." if len(written.kept) > 10 else ""))
-    return Rendered(capture, frozen, folder, tag)
+    return Rendered(capture, frozen, folder, tag, public)
 
 
 def run(options: Options, progress: Progress, capturer: Capturer | None = None) -> BuildReport:
@@ -282,6 +293,7 @@ def run(options: Options, progress: Progress, capturer: Capturer | None = None) 
             return _written(report, options, kept)
         rendered = _freeze_and_render(capture, options, progress, engine, report.stale)
     report.packages, report.folder = rendered.frozen.packages, str(rendered.folder)
+    report.redacted, report.hidden = list(rendered.public.parameters), rendered.public.hidden
     report.system_packages = {p.name: p.version for p in rendered.frozen.system_packages}
     report.cuda = asdict(rendered.frozen.cuda) if rendered.frozen.cuda else None
     report.left_out = [asdict(item) for item in rendered.frozen.left_out]
@@ -336,6 +348,8 @@ def test_image(options: Options, image_reference: str, progress: Progress,
     with staging_dir() as staging:
         capture = capture_function(capturer, options, progress, staging)
     report = _report(capture, options)
+    public = secret_scan.published(capture)
+    report.redacted, report.hidden = list(public.parameters), public.hidden
     if report.stale and not options.allow_stale:
         progress.warn(stale.message(report.stale, capture, building=False))
     report.image, report.image_id, report.size_bytes = image_reference, image.id, image.size_bytes

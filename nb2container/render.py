@@ -167,7 +167,7 @@ def golden_calls(capture: Capture) -> dict[str, Any]:
     return {"notebook": capture.notebook_name, "function": capture.spec.function, "calls": [
         {"cell": e.cell or e.execution_count, "call": e.shown, "request": e.body,
          "expected": e.fresh_result, "stdout": e.stdout or None}
-        for e in capture.examples if e.replayable]}
+        for e in capture.examples if e.replayable and e.golden]}
 
 
 def _spec(capture: Capture, frozen: FrozenEnvironment) -> dict[str, Any]:

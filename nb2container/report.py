@@ -8,12 +8,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree
+from xml.sax.saxutils import escape
 
 from packaging.utils import canonicalize_name as canonical
 
 from nb2container import lean
 from nb2container.cuda import describe
 from nb2container.model import Capture, FrozenEnvironment, SmokeCase, SmokeReport, cell_label
+from nb2container.secret_scan import scrubbed
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,8 @@ class BuildReport:
     drift: list[str] = field(default_factory=list)  # how the image differs from the lock
     engine: str | None = None  # what built and ran the image (docker, podman, buildah; engines.py)
     refusal: str | None = None  # why the build was refused before a report could hold more (one paragraph)
+    redacted: list[str] = field(default_factory=list)  # secret-like parameters, never written with their values
+    hidden: tuple[str, ...] = field(default=(), repr=False)  # values no report, table or JUnit file may hold
 
     @property
     def verdict(self) -> Verdict:
@@ -117,6 +121,7 @@ class BuildReport:
                       "cases": [asdict(case) for case in self.stale]},
             "drift": self.drift,
             "refusal": self.refusal,
+            "redacted_parameters": self.redacted,
             "build_folder": self.folder,
             "artifacts": self.artifacts,
             "files": self.files,
@@ -128,7 +133,7 @@ class BuildReport:
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2, default=str) + "\n")
+        path.write_text(scrubbed(json.dumps(self.to_dict(), indent=2, default=str), self.hidden) + "\n")
 
     def write_junit(self, path: Path) -> None:
         """JUnit XML for CI systems: one test case per replayed call, the health check, and the verdict."""
@@ -172,7 +177,8 @@ class BuildReport:
             suites.append(self.verify.junit_suite())
         path.parent.mkdir(parents=True, exist_ok=True)
         ElementTree.indent(suites)
-        ElementTree.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)
+        text = ElementTree.tostring(suites, encoding="unicode", xml_declaration=True)
+        path.write_text(scrubbed(text, tuple(escape(value) for value in self.hidden)) + "\n", encoding="utf-8")
 
 
 TABLE_VALUE_CHARS = 40  # values in the table; the report keeps them whole

@@ -16,8 +16,9 @@ import itertools
 import json
 import re
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from nb2container.errors import CaptureError, UsageError
 from nb2container.model import Capture
@@ -171,10 +172,72 @@ def _in_pickle(path: Path, where: str, name: str) -> list[Finding]:
             for _, kind in _detect("\n".join(lines), ".py", formats_only=True)[:1]]
 
 
+@dataclass(frozen=True)
+class Published:
+    """The capture as it may be published (the OpenAPI example, README, golden tests), and what not to
+    write anywhere: the values of --secret globals and of secret-like arguments."""
+
+    capture: Capture
+    parameters: tuple[str, ...]  # secret-like parameters whose recorded values are redacted
+    hidden: tuple[str, ...] = field(repr=False)
+
+
+def published(capture: Capture) -> Published:
+    """A parameter whose name or recorded value looks secret (the scan's rules) is never published:
+    its values become a placeholder, with every other place they appear (a result that returns a
+    declared secret, a call's text); such calls leave the golden tests. The smoke test still sends
+    the real recorded values (from the capture itself)."""
+    names = [p.name for p in capture.spec.parameters]
+    declared = set(capture.secret_values.values())
+    recorded: dict[str, list[str]] = {}
+    for example in capture.examples:
+        body = example.body if isinstance(example.body, dict) else dict(zip(names, example.body or [], strict=False))
+        for name, value in body.items():
+            recorded.setdefault(name, []).extend(_strings(value))
+    secret = sorted(name for name, values in recorded.items()
+                    if _by_name(name, values) or declared & set(values) or _detect(
+                        "\n".join(f"value = {json.dumps(v)}" for v in values), ".py", formats_only=True))
+    hidden = tuple(sorted({v for name in secret for v in recorded[name] if len(v) >= 4} | declared, key=len,
+                          reverse=True))
+    if not hidden:
+        return Published(capture, (), ())
+
+    def scrub(value: Any) -> Any:
+        if isinstance(value, str):
+            for text in hidden:
+                value = value.replace(text, PLACEHOLDER)
+            return value
+        if isinstance(value, dict):
+            return {scrub(k): scrub(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(scrub(item) for item in value)
+        return value
+
+    examples = []
+    for example in capture.examples:
+        public = replace(example, body=scrub(example.body), args=scrub(example.args), kwargs=scrub(example.kwargs),
+                         fresh_result=scrub(example.fresh_result), fresh_text=scrub(example.fresh_text),
+                         shown=scrub(example.shown), stdout=scrub(example.stdout))
+        touched = public != example
+        examples.append(replace(public, golden=example.golden and not touched))
+    return Published(replace(capture, examples=tuple(examples)), tuple(secret), hidden)
+
+
+PLACEHOLDER = "[redacted]"  # plain text in JSON, HTML and XML alike
+
+
+def scrubbed(text: str, hidden: tuple[str, ...]) -> str:
+    """``text`` with every hidden value (and its JSON-escaped form) replaced by the placeholder."""
+    for value in hidden:
+        text = text.replace(value, PLACEHOLDER).replace(json.dumps(value)[1:-1], PLACEHOLDER)
+    return text
+
+
 def check_folder(folder: Path, values: dict[str, str], function: str) -> None:
     """The canary: no file of the build folder (the module, artifacts, data files, the OpenAPI
-    document, README, golden tests, Dockerfile labels, SBOM) holds the value of a --secret, in any
-    form its bytes take there: a value derived from it (``"Bearer " + API_TOKEN``) is caught too."""
+    document, README, golden tests, Dockerfile labels, SBOM) holds the value of a --secret (or of a
+    secret-like argument: ``values`` maps "--secret NAME" or "the argument `x`" to it), in any form
+    its bytes take there: a value derived from it (``"Bearer " + API_TOKEN``) is caught too."""
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         content = path.read_bytes()
         for name, value in sorted(values.items()):
@@ -184,8 +247,8 @@ def check_folder(folder: Path, values: dict[str, str], function: str) -> None:
 
 
 def _held(file: str, name: str, function: str) -> str:
-    """Where a --secret's value was found, and the fix that works there."""
-    what = f"the value of --secret {name}"
+    """Where a secret's value was found, and the fix that works there."""
+    what = f"the value of {name}"
     if file.startswith("artifacts/"):
         fix = (f"the notebook object `{Path(file).stem}` was built from `{name}` (and is shipped pickled). Build it "
                f"inside `{function}` from `{name}`, so that it is made from the environment when the image runs")

@@ -5,6 +5,7 @@ one that is accepted when followed."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import nbformat
@@ -101,5 +102,39 @@ def test_pickled_names_and_the_folder_canary(tmp_path: Path) -> None:
     (folder / "tests/golden_calls.json").write_text('{"expected": "Bearer Zq8vK2mW9pXr"}')
     with pytest.raises(CaptureError, match=r"tests/golden_calls.json in the build folder would hold the value of "
                                            r"--secret KEY"):
-        secret_scan.check_folder(folder, {"KEY": "Zq8vK2mW9pXr"}, "predict")
-    secret_scan.check_folder(folder, {"KEY": "something-else"}, "predict")
+        secret_scan.check_folder(folder, {"--secret KEY": "Zq8vK2mW9pXr"}, "predict")
+    secret_scan.check_folder(folder, {"--secret KEY": "something-else"}, "predict")
+
+
+def test_a_secret_like_argument_is_never_published(tmp_path: Path) -> None:
+    """Issue 25: `f("hello", "ghp_...")` put the token in the OpenAPI example, README and golden tests."""
+    path = notebook(tmp_path, "def predict(query: str, api_key: str) -> str:\n"
+                              "    return query.upper() + str(len(api_key))",
+                    f"predict('hello', {TOKEN!r})", "predict('bye', 'not-a-token')")
+    code, said = render(path)
+    assert code == 0, said
+    assert "`api_key` looks secret: its recorded values are redacted" in said
+    folder = tmp_path / "out"
+    assert not [p for p in folder.rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()]
+    assert "[redacted]" in (folder / "app/openapi.json").read_text()
+    golden = json.loads((folder / "tests/golden_calls.json").read_text())["calls"]
+    assert golden == [] and "not-a-token" not in (folder / "README.md").read_text()  # the parameter, whole
+
+
+def test_the_smoke_test_still_sends_a_redacted_argument_and_nothing_written_holds_it(
+        tmp_path: Path, docker_client: object) -> None:
+    from tests.conftest import run_cli
+
+    path = notebook(tmp_path, "def predict(query: str, api_key: str) -> str:\n"
+                              "    return query.upper() + str(len(api_key))",
+                    f"predict('hello', {TOKEN!r})")
+    tag = "nb2c-test/redacted:latest"
+    report, junit = tmp_path / "report.json", tmp_path / "junit.xml"
+    built = run_cli("build", path, "--function", "predict", "--tag", tag, "--output", tmp_path / "build",
+                    "--report", report, "--junit", junit)
+    assert built.returncode == 0, built.stdout + built.stderr
+    assert "1 passed, 0 failed" in built.stdout  # the container got the real token: len 40
+    assert TOKEN not in built.stdout + built.stderr + report.read_text() + junit.read_text()
+    assert json.loads(report.read_text())["redacted_parameters"] == ["api_key"]
+    assert not [p for p in (tmp_path / "build").rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()]
+    docker_client.images.remove(tag)  # type: ignore[attr-defined]
