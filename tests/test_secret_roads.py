@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import docker
 import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook
@@ -122,7 +123,7 @@ def test_a_secret_like_argument_is_never_published(tmp_path: Path) -> None:
 
 
 def test_the_smoke_test_still_sends_a_redacted_argument_and_nothing_written_holds_it(
-        tmp_path: Path, docker_client: object) -> None:
+        tmp_path: Path, docker_client: docker.DockerClient) -> None:
     from tests.conftest import run_cli
 
     path = notebook(tmp_path, "def predict(query: str, api_key: str) -> str:\n"
@@ -137,4 +138,6 @@ def test_the_smoke_test_still_sends_a_redacted_argument_and_nothing_written_hold
     assert TOKEN not in built.stdout + built.stderr + report.read_text() + junit.read_text()
     assert json.loads(report.read_text())["redacted_parameters"] == ["api_key"]
     assert not [p for p in (tmp_path / "build").rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()]
-    docker_client.images.remove(tag)  # type: ignore[attr-defined]
+    from tests.test_promises import found_in_docker
+    assert found_in_docker(docker_client, tag, TOKEN.encode()) == []  # layers, history, configuration
+    docker_client.images.remove(tag)
