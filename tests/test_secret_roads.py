@@ -141,3 +141,19 @@ def test_the_smoke_test_still_sends_a_redacted_argument_and_nothing_written_hold
     from tests.test_promises import found_in_docker
     assert found_in_docker(docker_client, tag, TOKEN.encode()) == []  # layers, history, configuration
     docker_client.images.remove(tag)
+
+
+def test_a_returned_secret_is_in_no_file_and_the_source_advice_works_when_followed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROADS_TOKEN", TOKEN)
+    returned = notebook(tmp_path, "import os\nAPI_TOKEN = os.environ['ROADS_TOKEN']",
+                        "def predict(x: int) -> dict:\n    return {'x': x, 'token': API_TOKEN}", "predict(1)")
+    code, said = render(returned, "--secret", "API_TOKEN")
+    assert code == 0, said
+    assert not [p for p in (tmp_path / "out").rglob("*") if p.is_file() and TOKEN.encode() in p.read_bytes()]
+    literal = notebook(tmp_path, f"def predict(x: int) -> int:\n    return x + len({TOKEN!r})", "predict(1)")
+    code, said = render(literal)
+    assert code == 1 and "Move the value out of the code into a global" in said
+    followed = notebook(tmp_path, f"API_TOKEN = {TOKEN!r}",
+                        "def predict(x: int) -> int:\n    return x + len(API_TOKEN)", "predict(1)")
+    assert render(followed, "--secret", "API_TOKEN")[0] == 0  # the advice, followed
