@@ -7,6 +7,7 @@ then the real engine.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -394,10 +395,13 @@ def test_compose_drops_capabilities_and_privileges(tmp_path: Path) -> None:
 def test_the_magic_with_a_failing_verify_notebook_is_not_ok(docker_client: docker.DockerClient, tmp_path: Path) -> None:
     from nbclient import NotebookClient
 
+    with contextlib.suppress(docker.errors.ImageNotFound):  # a tag an earlier run left must not pass for this one's
+        docker_client.images.remove("nb2c-test/double:latest")
     nb = new_notebook(cells=[
         new_code_cell("%load_ext nb2container"),
         new_code_cell("def double(x):\n    return 2 * x"),
         new_code_cell("double(21)"),
+        new_code_cell("import os\nassert os.getuid() != 10001, 'the image user'  # fails only in the image's re-run"),
         new_code_cell(f"result = %containerize double --tag nb2c-test/double:latest --output {tmp_path / 'build'} "
                       "--verify-notebook\nprint(result.ok)\nresult"),
     ])
@@ -411,6 +415,7 @@ def test_the_magic_with_a_failing_verify_notebook_is_not_ok(docker_client: docke
     assert printed.strip().splitlines()[-1] == "False"
     summary = next(o for o in cell.outputs if o.output_type == "execute_result").data["text/plain"]
     assert "does NOT reproduce the notebook" in summary and "--verify-notebook" in summary
+    assert "first cell 4: " in summary  # the uid cell; the magic's own cells are skipped in the re-run
     with pytest.raises(docker.errors.ImageNotFound):
         docker_client.images.get("nb2c-test/double:latest")
 
