@@ -88,8 +88,8 @@ def _format_plugins() -> list[dict[str, str]]:
     from detect_secrets.core.plugins.util import get_mapping_from_secret_type_to_class
 
     guesses = ("HighEntropy", "Keyword")
-    return [{"name": plugin.__name__} for plugin in get_mapping_from_secret_type_to_class().values()
-            if not any(guess in plugin.__name__ for guess in guesses)]
+    plugins: list[type] = list(get_mapping_from_secret_type_to_class().values())
+    return [{"name": plugin.__name__} for plugin in plugins if not any(guess in plugin.__name__ for guess in guesses)]
 
 
 def _file_text(path: Path) -> tuple[str, list[int]]:
