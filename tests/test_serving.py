@@ -537,12 +537,16 @@ def test_connections_past_the_cap_are_refused_plainly_and_slow_requests_cut_off(
         assert _send_then_read(served, call).startswith(b"HTTP/1.1 200 OK")
         for connection in quiet:
             connection.close()
+        time.sleep(0.5)  # the server sees them close (on a busy machine, maybe later: see below)
         # Requests on their way in hold their places: past the cap, a plain 503.
         held = [socket.create_connection((served.host, served.port), timeout=5) for _ in range(4)]
         for sock in held:
             sock.sendall(b"POST /predict HTTP/1.1\r\n")
-        time.sleep(0.5)
-        answer = _send_then_read(served, call)
+        time.sleep(1.0)
+        for _ in range(3):  # a kept-alive connection the server has not yet seen closed gives way first, by design
+            answer = _send_then_read(served, call)
+            if not answer.startswith(b"HTTP/1.1 200 OK"):
+                break
         assert answer.startswith(b"HTTP/1.1 503 Service Unavailable") and b"NB2C_MAX_CONNECTIONS" in answer, answer
         assert b"Retry-After: 1" in answer
         for sock in held:  # too slow: answered 408 once the read timeout passed, which frees their places
