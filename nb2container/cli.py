@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
-from nb2container import __version__, config, pipeline, verify
+from nb2container import __version__, config, pipeline, runs, verify
 from nb2container.errors import Nb2ContainerError
 from nb2container.options import FLAGS, Options, flags_for, given_flags
 from nb2container.progress import TerminalProgress
@@ -36,6 +38,15 @@ def parser() -> argparse.ArgumentParser:
         command.add_argument("notebook", type=Path, help="the .ipynb file")
         for flag in (FLAGS if name == "config" else flags_for(name)):
             command.add_argument(*flag.names, **flag.argparse_kwargs())
+    listed = commands.add_parser("runs", help="list the builds recorded here (CLI and notebook), newest first; "
+                                 "`runs show ID` prints one", description=runs.__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    listed.add_argument("--json", dest="as_json", action="store_true", help="print the runs as JSON")
+    listed.add_argument("--runs-dir", type=Path, metavar="DIR", help="the store of builds (default: "
+                        "NB2CONTAINER_RUNS_DIR, else nb2container/runs under `jupyter --data-dir`)")
+    shown = listed.add_subparsers(dest="runs_command").add_parser("show", help="print one run: its steps, "
+                                                                  "warnings and verdict")
+    shown.add_argument("run_id", metavar="ID", help="the run's id, or the start of it")
     deploy = commands.add_parser("deploy", help="deploy a build folder's image as a Swarm service (or roll "
                                  "the service to it), and wait until every replica is healthy")
     deploy.add_argument("folder", type=Path, help="the build folder (its deploy/compose.yaml)")
@@ -63,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "deploy":
             return _deploy(args, progress)
+        if args.command == "runs":
+            return _runs(args)
         resolved = config.resolve(given_flags(args), args.notebook.resolve().parent, notebook=args.notebook)
         options = resolved.options
         debug = options.debug
@@ -80,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "test":
             return _finish(pipeline.test_image(options, args.image, progress), options)
-        return _finish(pipeline.run(options, progress), options)
+        with runs.recorded(options.notebook, options.function or "", "cli", progress, options.runs_dir) as recorded:
+            report = pipeline.run(options, recorded)
+            recorded.run.finish(report)
+        return _finish(report, options)
     except Nb2ContainerError as error:
         if debug:
             raise
@@ -91,6 +107,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nnb2container: interrupted", file=sys.stderr)
         return 130
+
+
+def _runs(args: argparse.Namespace) -> int:
+    if args.runs_command == "show":
+        print(runs.describe(runs.find(args.run_id, args.runs_dir)))
+    elif args.as_json:
+        print(json.dumps([asdict(info) for info in runs.listing(args.runs_dir)], indent=1))
+    else:
+        print(runs.table(runs.listing(args.runs_dir), args.runs_dir))
+    return 0
 
 
 def _deploy(args: argparse.Namespace, progress: TerminalProgress) -> int:

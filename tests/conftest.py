@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -40,6 +41,11 @@ def tidy_engine() -> None:
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     tidy_engine()
+
+
+# Builds record themselves as runs (runs.py) under Jupyter's data directory by default: the
+# tests' builds go to a folder of their own, never into the user's.
+os.environ.setdefault("NB2CONTAINER_RUNS_DIR", tempfile.mkdtemp(prefix="nb2c-test-runs-"))
 
 
 # Tests are marked by what they need: `engine` (the private Docker engine) and `kernel` (a real
