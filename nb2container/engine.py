@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import os
+import secrets
 import socket
 import tarfile
 import time
@@ -121,6 +122,12 @@ class JobResult:
     exit_code: int
     logs: str
     fetched: bytes | None  # the file the job was asked to leave, or None when it wrote none
+
+
+# Every container this process starts carries its owner, so that a cancelled build (a signal can
+# land between the engine creating a container and this process learning its id) removes them all.
+OWNER_LABEL = "io.nb2container.owner"
+OWNER = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
 class Engine:
@@ -257,7 +264,8 @@ class Engine:
         exit code, its log and the file ``fetch`` it wrote. The container is always removed."""
         try:
             container = self.client.containers.create(image, command, working_dir=working_dir, user=user,
-                                                      network_mode="none", environment=environment)
+                                                      network_mode="none", environment=environment,
+                                                      labels={OWNER_LABEL: OWNER})
         except docker.errors.DockerException as exc:
             raise BuildError(f"The engine could not create a container of {image[:19]}: {exc}.") from None
         try:
@@ -278,6 +286,12 @@ class Engine:
             raise BuildError(f"`{' '.join(command)[:80]}` did not finish in {timeout:.0f} s in {image[:19]}.") from None
         finally:
             with contextlib.suppress(docker.errors.DockerException):
+                container.remove(force=True)
+
+    def remove_owned(self) -> None:
+        """Remove every container this process started (OWNER)."""
+        for container in self.client.containers.list(all=True, filters={"label": f"{OWNER_LABEL}={OWNER}"}):
+            with contextlib.suppress(docker.errors.NotFound):
                 container.remove(force=True)
 
     def remove_image(self, image_id: str, prune: bool = True) -> None:
@@ -305,7 +319,7 @@ class Engine:
         try:
             container = self.client.containers.run(
                 image, detach=True, ports=None if self.remote else {f"{port}/tcp": ("127.0.0.1", host_port)},
-                labels={"io.nb2container.smoke": "1"}, device_requests=devices or None,
+                labels={"io.nb2container.smoke": "1", OWNER_LABEL: OWNER}, device_requests=devices or None,
                 environment=environment or None,
             )
         except docker.errors.APIError as exc:

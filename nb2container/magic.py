@@ -13,7 +13,9 @@ from __future__ import annotations
 import ast
 import os
 import shlex
+import shutil
 import sys
+import tempfile
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,8 @@ from IPython.core import magic_arguments
 from IPython.core.error import UsageError as IPythonUsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 
-from nb2container import config, pipeline
+from nb2container import background, config, pipeline, runs
+from nb2container.background import BuildHandle
 from nb2container.captured import example_from_call, read_raw
 from nb2container.display import Containerized, NotebookProgress
 from nb2container.errors import Nb2ContainerError
@@ -56,19 +59,26 @@ def _with_shared_flags(function: Any) -> Any:
 class ContainerizeMagics(Magics):
     @line_magic
     @_with_shared_flags
-    def containerize(self, line: str) -> Containerized | None:
+    def containerize(self, line: str) -> Containerized | BuildHandle | None:
         """Build a container image that serves FUNCTION, from this kernel, and check it.
 
         Captures the function and everything it uses (helpers, classes, the objects in
         memory, files it reads), freezes this kernel's exact Python and packages, renders a
         build folder, builds the image, runs it, and replays the calls you made to the
-        function in this notebook against it. Returns a result with the image tag and the
-        report.
+        function in this notebook against it.
+
+        The capture holds the kernel for seconds; the rest runs in a process of its own, so
+        other cells run meanwhile, while this cell shows the steps and then the verdict. It
+        returns a handle at once: ``.wait()`` returns the result (the image tag and the
+        report), ``.done``, ``.ok``, ``.image`` and ``.report`` say where it stands, and
+        ``.cancel()`` stops it. ``--wait`` holds the kernel until the verdict instead.
+        ``nb2container runs`` lists every build.
 
         Example::
 
             %load_ext nb2container
-            %containerize predict --tag churn:1.0
+            build = %containerize predict --tag churn:1.0
+            build.wait().image
         """
         try:  # split like a shell, so that quoted JSON (--example '{"x": 1}') arrives whole
             argv = shlex.split(line)
@@ -87,19 +97,45 @@ class ContainerizeMagics(Magics):
         except Nb2ContainerError as error:
             raise IPythonUsageError(str(error)) from None
         jupyter = type(shell).__name__ == "ZMQInteractiveShell"
-        progress: Any = NotebookProgress() if jupyter else TerminalProgress(sys.stdout)
-        try:
-            report = pipeline.run(options, progress, live_capturer(shell, options, progress))
-        except Nb2ContainerError as error:
-            if jupyter:
-                progress.finish(ok=False)
-            if options.debug:
-                raise
-            raise IPythonUsageError(str(error)) from None
-        result = Containerized(report, progress.lines)
+        function = str(options.function)
+        underway = runs.running(options.notebook, function, options.runs_dir)
+        if underway is not None:
+            raise IPythonUsageError(
+                f"`{function}` is already being built from this notebook (run {underway.id}, started "
+                f"{underway.started[11:19]} UTC): wait for it (`.wait()` on the handle %containerize returned) "
+                "or stop it (`.cancel()`), then containerize again.")
+        shown: Any = NotebookProgress() if jupyter else TerminalProgress(sys.stdout)
+        with runs.recorded(options.notebook, function, "magic", shown, options.runs_dir) as progress:
+            try:
+                if options.wait or not jupyter:
+                    report = pipeline.run(options, progress, live_capturer(shell, options, progress))
+                else:
+                    return self._in_background(options, progress, shown)
+            except Nb2ContainerError as error:
+                if jupyter:
+                    shown.finish(ok=False)
+                progress.run.fail(str(error))
+                if options.debug:
+                    raise
+                raise IPythonUsageError(str(error)) from None
+            progress.run.finish(report)
+        result = Containerized(report, shown.lines)
         if jupyter:
-            progress.finish(ok=result.ok)
+            shown.finish(ok=result.ok)
         return result
+
+    def _in_background(self, options: Options, progress: runs.RecordedProgress, shown: Any) -> BuildHandle:
+        """Capture here, then hand the rest to a build process; the cell's display follows it."""
+        from IPython.display import display
+
+        staging = Path(tempfile.mkdtemp(prefix="nb2container-capture-"))
+        try:
+            capture = live_capturer(self.shell, options, progress)(staging)
+            summary = display({"text/plain": ""}, raw=True, display_id=True)
+            return background.start(options, capture, staging, progress.run, shown, summary)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
 
 
 def notebook_path(shell: Any) -> Path | None:

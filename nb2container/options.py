@@ -52,6 +52,8 @@ class Options:
     labels: dict[str, str] = field(default_factory=dict)  # LABEL on the image
     templates: Path | None = None  # a folder of Jinja2 templates extending the packaged ones by blocks
     engine: str = "auto"  # docker | podman | buildah, or the first that answers (engines.AUTO_ORDER)
+    runs_dir: Path | None = None  # the store of builds (runs.py); default: under Jupyter's data directory
+    wait: bool = False  # %containerize: hold the kernel until the verdict (scripts, nbval), as the CLI does
 
     def capture_request(self, function: str, staging: Path) -> CaptureRequest:
         """What the kernel is asked to capture (the CLI's fresh kernel and the magic's live one)."""
@@ -136,6 +138,13 @@ FLAGS: tuple[Flag, ...] = (
                                         "help": "largest object or data file to ship, in MiB (default 2048)"}),
     Flag(("--no-build",), frozenset({"magic"}), {"action": "store_true",
                                                  "help": "render the build folder only"}),
+    Flag(("--runs-dir",), frozenset({"build", "magic"}), {
+        "type": Path, "metavar": "DIR", "help": "where builds are recorded for `nb2container runs` (default: "
+                                                "nb2container/runs under `jupyter --data-dir`)"}),
+    Flag(("--wait",), frozenset({"magic"}), {
+        "action": "store_true", "help": "hold the kernel until the verdict and return the result (scripts, "
+                                        "nbval); by default the build runs outside the kernel and a handle "
+                                        "returns at once"}),
     Flag(("--no-smoke",), frozenset({"build", "magic"}), {
         "action": "store_true", "help": "build and tag without replaying the notebook's calls"}),
     Flag(("--verify-notebook",), _SMOKES, {

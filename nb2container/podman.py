@@ -20,7 +20,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from nb2container.engine import ImageFacts, JobResult, answer_inside, log_tail, request_inside, wait_ready
+from nb2container.engine import (
+    OWNER,
+    OWNER_LABEL,
+    ImageFacts,
+    JobResult,
+    answer_inside,
+    log_tail,
+    request_inside,
+    wait_ready,
+)
 from nb2container.errors import BuildError, SmokeTestError, UsageError
 from nb2container.model import BuiltImage, Usage
 from nb2container.progress import Progress
@@ -206,7 +215,7 @@ class PodmanEngine:
                 environment: dict[str, str], timeout: float) -> JobResult:
         flags = [f"--env={k}={v}" for k, v in environment.items()]
         created = _run(["podman", "create", "--network", "none", "--user", user, "--workdir", working_dir, *flags,
-                        image, *command], "Creating the job's container")
+                        "--label", f"{OWNER_LABEL}={OWNER}", image, *command], "Creating the job's container")
         container = created.stdout.decode().strip()
         try:
             _run(["podman", "cp", "-", f"{container}:/"], "Copying the job's files in", stdin=files)
@@ -224,6 +233,13 @@ class PodmanEngine:
         finally:
             _run(["podman", "rm", "--force", container], "podman rm", check=False)
 
+    def remove_owned(self) -> None:
+        """Remove every container this process started (OWNER)."""
+        listed = _run(["podman", "ps", "--all", "--quiet", "--filter", f"label={OWNER_LABEL}={OWNER}"],
+                      "podman ps", check=False)
+        for container in listed.stdout.decode().split():
+            _run(["podman", "rm", "--force", container], "podman rm", check=False)
+
     @contextlib.contextmanager
     def serve(self, image: str, port: int, ready_timeout: float = 120, gpus: str | None = None,
               environment: dict[str, str] | None = None) -> Iterator[PodmanContainer]:
@@ -231,7 +247,7 @@ class PodmanEngine:
         if gpus:
             flags += ["--device", "nvidia.com/gpu=all"]  # CDI, as Podman names NVIDIA's GPUs
         done = _run(["podman", "run", "--detach", "--network", "none", "--label", "io.nb2container.smoke=1",
-                     *flags, image], "Starting the image", check=False)
+                     "--label", f"{OWNER_LABEL}={OWNER}", *flags, image], "Starting the image", check=False)
         if done.returncode != 0:
             error = done.stderr.decode(errors="replace").strip().splitlines()
             raise SmokeTestError(f"{self.name} could not start the image: {error[-1] if error else 'no reason given'}")

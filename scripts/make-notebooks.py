@@ -278,8 +278,12 @@ CONTAINERIZE_MAGIC = [
     ),
     new_code_cell("predict_progression(0.03, 0.05, 0.06, 0.02)"),
     new_code_cell("predict_progression(age=-0.01, sex=-0.04, bmi=-0.03, bp=-0.02, s5=-0.01)"),
-    new_code_cell("%containerize predict_progression --tag nb2c-demo/diabetes:latest --output build/diabetes",
+    new_code_cell("build = %containerize predict_progression --tag nb2c-demo/diabetes:latest --output build/diabetes",
                   metadata={"tags": ["nbval-ignore-output"]}),
+    new_markdown_cell("The build runs outside the kernel: the cell above follows it, and other cells run "
+                      "meanwhile. `build.wait()` returns the result (`.image`, `.ok`, `.report`); "
+                      "`build.cancel()` stops it. `nb2container runs` lists every build."),
+    new_code_cell("build.wait()", metadata={"tags": ["nbval-ignore-output"]}),
 ]
 
 # Issue 9: functions as notebooks really write them.

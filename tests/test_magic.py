@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import urllib.request
@@ -50,24 +51,51 @@ def magic_run(docker_client: docker.DockerClient, tmp_path_factory: pytest.TempP
     work = tmp_path_factory.mktemp("magic")
     elsewhere = work / "kernel-cwd"
     elsewhere.mkdir()
-    nb = with_last_cell(f"result = %containerize predict_progression --tag nb2c-test/magic:latest "
-                        f"--output {work / 'build'}\nresult")
-    nb.cells.append(new_code_cell("print(result.image, result.ok, result.report.smoke.passed)"))
-    execute(nb, elsewhere)
+    nb = with_last_cell("import time\nstarted = time.monotonic()\n"
+                        "build = %containerize predict_progression --tag nb2c-test/magic:latest "
+                        f"--output {work / 'build'}\n"
+                        "returned = time.monotonic() - started\nbuild")
+    nb.cells.append(new_code_cell("print('the kernel is free:', build.done, build.ok, build.image)"))
+    nb.cells.append(new_code_cell("result = build.wait()\nresult"))
+    nb.cells.append(new_code_cell("print(result.image, result.ok, result.report.smoke.passed, build.done, build.ok)\n"
+                                  "print(f'{returned:.1f}')"))
+    execute(nb, elsewhere, env={"NB2CONTAINER_RUNS_DIR": str(work / "runs")})
     return {"nb": nb, "work": work}
 
 
-def test_magic_shows_progress_and_a_passing_smoke_table(magic_run: dict[str, Any]) -> None:
-    nb = magic_run["nb"]
-    magic_cell, check_cell = nb.cells[-2], nb.cells[-1]
-    progress = [o for o in magic_cell.outputs if o.output_type == "display_data"]
-    assert progress and "✓ Building the image" in progress[0].data["text/plain"]
-    assert "Full build log" in progress[0].data["text/html"]
-    summary = next(o for o in magic_cell.outputs if o.output_type == "execute_result").data
+def test_magic_returns_at_once_and_the_kernel_runs_other_cells(magic_run: dict[str, Any]) -> None:
+    magic_cell, next_cell, wait_cell, check_cell = magic_run["nb"].cells[-4:]
+    handle = next(o for o in magic_cell.outputs if o.output_type == "execute_result").data["text/plain"]
+    assert "in the background (run " in handle and "`.wait()` returns the result" in handle
+    assert outputs(next_cell).strip() == "the kernel is free: False None None"  # the build still ran
+    printed = outputs(check_cell).strip().splitlines()
+    assert printed[0] == "nb2c-test/magic:latest True 2 True True"
+    assert float(printed[1]) < 10, "the capture held the kernel longer than seconds"
+    summary = next(o for o in wait_cell.outputs if o.output_type == "execute_result").data
     assert "reproduces the notebook: 2 of 2 calls match" in summary["text/plain"]
-    assert summary["text/html"].count("✓</span>") == 2  # one mark per replayed call
-    assert "nb2c-test/magic:latest" in summary["text/html"]
-    assert outputs(check_cell).strip() == "nb2c-test/magic:latest True 2"
+
+
+def test_magic_shows_progress_and_a_passing_smoke_table(magic_run: dict[str, Any]) -> None:
+    """The cell's live display follows the build process, then shows the verdict in place."""
+    magic_cell = magic_run["nb"].cells[-4]
+    progress, summary = (o for o in magic_cell.outputs if o.output_type == "display_data")
+    assert "✓ Building the image" in progress.data["text/plain"]
+    assert "✓ Tagged nb2c-test/magic:latest" in progress.data["text/plain"]
+    assert "Full build log" in progress.data["text/html"]
+    assert "reproduces the notebook: 2 of 2 calls match" in summary.data["text/plain"]
+    assert summary.data["text/html"].count("✓</span>") == 2  # one mark per replayed call
+    assert "nb2c-test/magic:latest" in summary.data["text/html"]
+
+
+def test_magic_builds_are_recorded_as_runs(magic_run: dict[str, Any]) -> None:
+    listed = run_cli("runs", "--runs-dir", magic_run["work"] / "runs")
+    assert listed.returncode == 0, listed.stderr
+    row = listed.stdout.splitlines()[1].split()
+    assert row[1:4] == ["(live", "kernel)", "predict_progression"]  # then the date and time it started
+    assert row[6:] == ["ok", "nb2c-test/magic:latest", "422", "MB"]
+    shown = run_cli("runs", "--runs-dir", magic_run["work"] / "runs", "show", row[0][:15])
+    assert "==> Capturing `predict_progression` from this kernel" in shown.stdout
+    assert "\nok: reproduces " in shown.stdout, shown.stdout
     spec = json.loads((magic_run["work"] / "build/app/spec.json").read_text())
     assert spec["notebook"] == "unsaved notebook"
 
@@ -86,7 +114,7 @@ def test_magic_image_answers_like_the_notebook(magic_run: dict[str, Any]) -> Non
 
 def test_magic_and_cli_give_the_same_lock_and_module(docker_client: docker.DockerClient, tmp_path: Path) -> None:
     copy = tmp_path / "diabetes.ipynb"
-    nbformat.write(with_last_cell(f"%containerize predict_progression --no-build --output {tmp_path / 'magic'}"),
+    nbformat.write(with_last_cell(f"%containerize predict_progression --no-build --wait --output {tmp_path / 'magic'}"),
                    copy)
     # Jupyter tells the kernel which notebook it runs through JPY_SESSION_NAME.
     execute(nbformat.read(copy, as_version=4), tmp_path, env={"JPY_SESSION_NAME": str(copy)})
@@ -104,8 +132,8 @@ def test_magic_refuses_plainly_and_checks_health_only_without_calls(
         new_code_cell("%load_ext nb2container"),
         new_code_cell("def echo(x):\n    return x"),
         new_code_cell("%containerize nosuch"),
-        new_code_cell(f"%containerize echo --tag nb2c-test/echo:latest --output {tmp_path / 'echo'}"),
-        new_code_cell(f"%containerize echo --platform linux/arm64 --output {tmp_path / 'arm'}"),
+        new_code_cell(f"%containerize echo --wait --tag nb2c-test/echo:latest --output {tmp_path / 'echo'}"),
+        new_code_cell(f"%containerize echo --wait --platform linux/arm64 --output {tmp_path / 'arm'}"),
         # What `%containerize?` pages: the docstring with the arguments magic_arguments adds.
         new_code_cell("print(get_ipython().find_line_magic('containerize').__doc__)"),
     ])
@@ -138,10 +166,43 @@ def test_magic_replays_earlier_calls_and_examples(docker_client: docker.DockerCl
         new_code_cell("scale(10)"),  # before the extension: read back from history and Out
         new_code_cell("%load_ext nb2container"),
         new_code_cell("value = 21\nscale(value)"),  # recorded: arguments that are not literals
-        new_code_cell(f"%containerize scale --tag nb2c-test/scale:latest --output {tmp_path / 'scale'} "
+        new_code_cell(f"%containerize scale --wait --tag nb2c-test/scale:latest --output {tmp_path / 'scale'} "
                       """--example '{"x": 5, "factor": 3}'"""),
     ])
     execute(nb, tmp_path)
     summary = outputs(nb.cells[-1])
     assert "scale(10)" in summary and "scale(21)" in summary and "scale(x=5, factor=3)" in summary
     assert "3 of 3 calls match" in summary
+
+
+def test_one_build_of_a_function_at_a_time_and_a_cancelled_one_leaves_nothing(
+    docker_client: docker.DockerClient, tmp_path: Path
+) -> None:
+    tag = "nb2c-test/cancelled:latest"
+    with contextlib.suppress(docker.errors.ImageNotFound):  # a tag an earlier run left must not pass for this one's
+        docker_client.images.remove(tag)
+    before = {c.id for c in docker_client.containers.list(all=True)}
+    nb = new_notebook(cells=[
+        new_code_cell("%load_ext nb2container"),
+        new_code_cell("def echo(x):\n    return x"),
+        new_code_cell("echo(1)"),
+        new_code_cell(f"build = %containerize echo --tag {tag} --output {tmp_path / 'build'}"),
+        new_code_cell(f"%containerize echo --tag {tag} --output {tmp_path / 'other'}"),  # refused: one at a time
+        # Cancelled as its smoke container starts: the hardest moment to leave nothing behind.
+        new_code_cell("import time\nfrom nb2container import runs\n"
+                      "while not build.done and not any(e['text'].startswith('Smoke test') "
+                      "for e in runs.events(build.run.folder)):\n    time.sleep(0.05)\n"
+                      "build.cancel()\n"
+                      "print(build.done, build.ok, build.image, runs.read_info(build.run.folder).state)"),
+        new_code_cell("build.wait()"),
+    ])
+    execute(nb, tmp_path, env={"NB2CONTAINER_RUNS_DIR": str(tmp_path / "runs")}, allow_errors=True)
+    refused, cancelled, waited = nb.cells[4:]
+    message = stderr(refused)
+    assert message.startswith("UsageError: `echo` is already being built from this notebook (run "), message
+    assert outputs(cancelled).strip() == "True False None cancelled"
+    assert "The build was cancelled: no container is left, and nothing was tagged." in stderr(waited)
+    with pytest.raises(docker.errors.ImageNotFound):
+        docker_client.images.get(tag)
+    assert {c.id for c in docker_client.containers.list(all=True)} <= before
+    assert not (tmp_path / "other").exists()

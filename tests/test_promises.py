@@ -403,7 +403,7 @@ def test_the_magic_with_a_failing_verify_notebook_is_not_ok(docker_client: docke
         new_code_cell("double(21)"),
         new_code_cell("import os\nassert os.getuid() != 10001, 'the image user'  # fails only in the image's re-run"),
         new_code_cell(f"result = %containerize double --tag nb2c-test/double:latest --output {tmp_path / 'build'} "
-                      "--verify-notebook\nprint(result.ok)\nresult"),
+                      "--verify-notebook --wait\nprint(result.ok)\nresult"),
     ])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     path = tmp_path / "double.ipynb"
@@ -431,7 +431,7 @@ def test_the_magic_calls_a_result_changed_since_the_call_stale(tmp_path: Path) -
         new_code_cell("WEIGHT = 2\ndef score(x):\n    return x * WEIGHT"),
         new_code_cell("score(3)"),
         new_code_cell("WEIGHT = 5  # retrained after the call"),
-        new_code_cell(f"result = %containerize score --no-build --output {tmp_path / 'build'}\n"
+        new_code_cell(f"result = %containerize score --no-build --wait --output {tmp_path / 'build'}\n"
                       "print(result.ok, len(result.report.stale), result.report.stale[0].stored, "
                       "result.report.stale[0].expected)"),
     ])
