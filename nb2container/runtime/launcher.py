@@ -210,10 +210,12 @@ def _now() -> str:
 def _gunicorn_classes() -> dict[str, Any]:
     import selectors
     from concurrent.futures import Future
+    from email.utils import formatdate
     from functools import partial
 
     from gunicorn import util
     from gunicorn.glogging import Logger
+    from gunicorn.http import wsgi
     from gunicorn.http.errors import NoMoreData
     from gunicorn.workers.gthread import TConn, ThreadWorker
 
@@ -260,15 +262,73 @@ def _gunicorn_classes() -> dict[str, Any]:
             return bytes(self._sock.recv(size, socket.MSG_DONTWAIT))
 
         def sendall(self, data: bytes) -> None:
+            try:  # an answer usually fits the socket's buffer: one send, no timeout to set and reset
+                sent = self._sock.send(data, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                sent = 0
+            if sent == len(data):
+                return
+            rest = memoryview(data)[sent:]
             previous = self._sock.gettimeout()
             self._sock.settimeout(WRITE_TIMEOUT)
             try:
-                self._sock.sendall(data)
+                self._sock.sendall(rest)
             finally:
                 self._sock.settimeout(previous)
 
         def __getattr__(self, name: str) -> Any:
             return getattr(self._sock, name)
+
+    class OneWriteResponse(wsgi.Response):
+        """The head goes out with the first piece of the body, in one write: one system call and
+        one segment for a JSON answer, where gunicorn writes the head and the body apart."""
+
+        head = b""
+        headers_sent: bool
+
+        def send_headers(self) -> None:
+            if not self.headers_sent:
+                head = self.default_headers() + [f"{name}: {value}\r\n" for name, value in self.headers]
+                self.head = f"{''.join(head)}\r\n".encode("latin-1")
+                self.headers_sent = True
+
+        def _flush_head(self) -> None:
+            head, self.head = self.head, b""
+            if head:
+                util.write(self.sock, head)
+
+        def _emit_body(self, data: bytes) -> None:
+            if self.head and not self.chunked:
+                head, self.head = self.head, b""
+                util.write(self.sock, head + data)
+                return
+            self._flush_head()
+            super()._emit_body(data)
+
+        def sendfile(self, respiter: Any) -> Any:
+            self.send_headers()
+            self._flush_head()
+            return super().sendfile(respiter)
+
+        def close(self) -> None:  # an answer without a body (HEAD, an empty one) still has its head
+            self.send_headers()
+            self._flush_head()
+            super().close()
+
+    wsgi.Response = OneWriteResponse  # wsgi.create makes every response by this name
+
+    cached_date = [0, ""]
+
+    def http_date(timestamp: float | None = None) -> str:
+        """gunicorn formats the Date header anew for every answer; it changes once a second."""
+        if timestamp is not None:
+            return str(formatdate(timestamp, usegmt=True))
+        now = int(time.time())
+        if cached_date[0] != now:
+            cached_date[:] = [now, formatdate(now, usegmt=True)]
+        return str(cached_date[1])
+
+    util.http_date = http_date  # Response.default_headers reads it through the module
 
     class GuardedConn(TConn):
         """A connection whose graceful close (FIN, then read until the client closes, RFC 9112

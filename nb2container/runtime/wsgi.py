@@ -92,10 +92,8 @@ def call_with_alarm(work: Callable[[], Any], timeout: float) -> Any:
     CallTimeout inside it, which also interrupts a sleep or a wait in C. Code stuck in C that
     never returns to Python is left to gunicorn, which replaces a worker silent that long."""
 
-    def expire(signum: int, frame: Any) -> None:
-        raise CallTimeout
-
-    previous = signal.signal(signal.SIGALRM, expire)
+    if signal.getsignal(signal.SIGALRM) is not _expire:  # once per worker, unless the function replaced it
+        signal.signal(signal.SIGALRM, _expire)
     try:
         signal.setitimer(signal.ITIMER_REAL, timeout)
         try:
@@ -105,8 +103,10 @@ def call_with_alarm(work: Callable[[], Any], timeout: float) -> Any:
     except CallTimeout:
         raise RequestError(504, f"the call ran past the timeout of {timeout:g} s (NB2C_TIMEOUT) "
                                 "and was stopped") from None
-    finally:
-        signal.signal(signal.SIGALRM, previous)
+
+
+def _expire(signum: int, frame: Any) -> None:
+    raise CallTimeout
 
 
 class Service:
@@ -235,6 +235,7 @@ class Metrics:
             self.prometheus = None
             return
         self.prometheus = prometheus
+        self.series: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
         self.requests = prometheus.Counter("nb2c_requests", "HTTP requests answered",
                                            ["path", "method", "code"])
         self.latency = prometheus.Histogram(
@@ -248,11 +249,20 @@ class Metrics:
     def observe(self, path: str, method: str, status: int, seconds: float) -> None:
         if self.prometheus is None:
             return
-        label = path if path in PATHS else "other"
-        self.requests.labels(label, method if method in METHODS else "other", str(status)).inc()
-        self.latency.labels(label).observe(seconds)
-        if label == "/predict" and status != 200:
-            self.errors.labels(str(status)).inc()
+        key = (path, method, status)
+        series = self.series.get(key)
+        if series is None:  # labels() takes a lock and builds its key on every call: once per kind of answer
+            label = path if path in PATHS else "other"
+            method = method if method in METHODS else "other"
+            series = (self.requests.labels(label, method, str(status)), self.latency.labels(label),
+                      self.errors.labels(str(status)) if label == "/predict" and status != 200 else None)
+            if len(self.series) < 1024:  # the labels are bounded; the keys (invented paths) are not
+                self.series[key] = series
+        requests, latency, errors = series
+        requests.inc()
+        latency.observe(seconds)
+        if errors is not None:
+            errors.inc()
 
     def batch_size(self, size: int) -> None:
         if self.prometheus is not None:
