@@ -14,3 +14,14 @@ def load_ipython_extension(ipython: object) -> None:
     from nb2container.magic import load
 
     load(ipython)
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    """A Jupyter server loads nb2container's routes (server_extension.py) from here."""
+    return [{"module": "nb2container"}]
+
+
+def _load_jupyter_server_extension(serverapp: object) -> None:
+    from nb2container.server_extension import load
+
+    load(serverapp)

@@ -31,7 +31,6 @@ from nb2container.progress import Progress, SilentProgress
 from nb2container.report import BuildReport
 
 _POLL_SECONDS = 0.25
-_CANCELLED = "The build was cancelled: no container is left, and nothing was tagged."
 
 
 class BuildFailed(Nb2ContainerError):
@@ -134,7 +133,7 @@ class BuildHandle:
             self._result = pickle.loads(self._output)
         except Exception:  # killed before it answered
             cancelled = self._process.returncode in (-signal.SIGTERM, -signal.SIGKILL)
-            message = _CANCELLED if cancelled else (
+            message = runs.CANCELLED_MESSAGE if cancelled else (
                 f"The build process stopped (exit status {self._process.returncode}) before it reported; "
                 f"what it wrote is in {self.run.folder}.")
             if runs.read_info(self.run.folder).state == runs.RUNNING:
@@ -219,11 +218,9 @@ def main() -> int:
         run.fail(str(error))
         result = ("error", str(error))
     except KeyboardInterrupt:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let nothing cut the clean-up or the answer
-        with contextlib.suppress(Nb2ContainerError):  # a container the interruption caught being made
-            engines.connect(options.engine).remove_owned()
-        run.fail(_CANCELLED, cancelled=True)
-        result = ("error", _CANCELLED)
+        engines.clean_up_after_interrupt(options.engine)
+        run.fail(runs.CANCELLED_MESSAGE, cancelled=True)
+        result = ("error", runs.CANCELLED_MESSAGE)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     answer.write(pickle.dumps(result))

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 from dataclasses import asdict
 from pathlib import Path
 
-from nb2container import __version__, config, pipeline, runs, verify
+from nb2container import __version__, config, engines, pipeline, runs, verify
 from nb2container.errors import Nb2ContainerError
 from nb2container.options import FLAGS, Options, flags_for, given_flags
 from nb2container.progress import TerminalProgress
@@ -34,6 +36,8 @@ def parser() -> argparse.ArgumentParser:
             description=config.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter),
     }
     subcommands["test"].add_argument("image", help="image tag or id")
+    # The run a JupyterLab server made for this build (server_extension.py): recorded there.
+    subcommands["build"].add_argument("--run-folder", type=Path, help=argparse.SUPPRESS)
     for name, command in subcommands.items():
         command.add_argument("notebook", type=Path, help="the .ipynb file")
         for flag in (FLAGS if name == "config" else flags_for(name)):
@@ -68,6 +72,16 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        return _command(args)
+    previous = signal.signal(signal.SIGTERM, _stop)  # `kill` (a cancel from JupyterLab) cleans up like Ctrl-C
+    try:
+        return _command(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _command(args: argparse.Namespace) -> int:
     progress = TerminalProgress(verbose=getattr(args, "verbose", False))
     debug = getattr(args, "debug", False)
     options: Options | None = None
@@ -93,8 +107,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "test":
             return _finish(pipeline.test_image(options, args.image, progress), options)
-        with runs.recorded(options.notebook, options.function or "", "cli", progress, options.runs_dir) as recorded:
-            report = pipeline.run(options, recorded)
+        with runs.recorded(options.notebook, options.function or "", "cli", progress, options.runs_dir,
+                           args.run_folder) as recorded:
+            try:
+                report = pipeline.run(options, recorded)
+            except KeyboardInterrupt:  # cleaned up before the run says so
+                engines.clean_up_after_interrupt(options.engine)
+                raise
             recorded.run.finish(report)
         return _finish(report, options)
     except Nb2ContainerError as error:
@@ -107,6 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nnb2container: interrupted", file=sys.stderr)
         return 130
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _runs(args: argparse.Namespace) -> int:

@@ -10,6 +10,8 @@ protocol only; ``deploy --swarm`` is Docker's own and uses the Docker engine.
 from __future__ import annotations
 
 import contextlib
+import signal
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -69,3 +71,12 @@ def connect_if_any(choice: str) -> ContainerEngine | None:
     except (BuildError, UsageError):
         return None
 
+
+
+def clean_up_after_interrupt(choice: str) -> None:
+    """After Ctrl-C or a cancel (SIGTERM): a container the interruption caught being made, whose id
+    never came back, is removed with the rest of this process's (``remove_owned``)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # nothing cuts the clean-up short
+    with contextlib.suppress(Nb2ContainerError):
+        connect(choice).remove_owned()

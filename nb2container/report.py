@@ -128,8 +128,17 @@ class BuildReport:
             "warnings": self.warnings,
             "interface": self.interface,
             "verify_notebook": self.verify.to_dict() if self.verify is not None else None,
-            "smoke": self.smoke.to_dict() if self.smoke else None,
+            "smoke": self._smoke_dict(),
         }
+
+    def _smoke_dict(self) -> dict[str, Any] | None:
+        """The smoke report, each case with the words the tables show (for front ends that draw their own)."""
+        if self.smoke is None:
+            return None
+        shown = self.smoke.to_dict()
+        for case, row in zip(self.smoke.cases, shown["cases"], strict=True):
+            row["verdict"], row["where"] = verdict(case), where_label(case)
+        return shown
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -36,6 +36,7 @@ from nb2container.secret_scan import scrubbed
 KEEP = 100  # runs kept; the oldest finished ones go first
 RUNS_DIR_ENV = "NB2CONTAINER_RUNS_DIR"
 RUNNING, OK, FAILED, CANCELLED = "running", "ok", "failed", "cancelled"
+CANCELLED_MESSAGE = "The build was cancelled: no container is left, and nothing was tagged."
 
 
 def root(configured: Path | None = None) -> Path:
@@ -223,15 +224,19 @@ class RecordedProgress:
 
 @contextlib.contextmanager
 def recorded(notebook: Path | None, function: str, source: str, inner: Progress,
-             store: Path | None = None) -> Iterator[RecordedProgress]:
-    """A build recorded as a run. The caller ends it with ``progress.run.finish(report)``; an
-    error or an interruption ends it here."""
-    run = start(notebook, function, source, store=store)
+             store: Path | None = None, folder: Path | None = None) -> Iterator[RecordedProgress]:
+    """A build recorded as a run (in ``folder`` when the one who started it made the run). The
+    caller ends it with ``progress.run.finish(report)``; an error or an interruption ends it here."""
+    if folder is not None:
+        run = Run(folder)
+        run.claim(os.getpid())
+    else:
+        run = start(notebook, function, source, store=store)
     progress = RecordedProgress(inner, run)
     try:
         yield progress
     except KeyboardInterrupt:
-        run.fail("The build was interrupted.", cancelled=True)
+        run.fail(CANCELLED_MESSAGE, cancelled=True)
         raise
     except Exception as exc:
         run.fail(str(exc))
