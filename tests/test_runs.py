@@ -79,3 +79,14 @@ def test_the_runs_command_lists_shows_and_refuses_an_unknown_id(tmp_path: Path) 
     assert "Traceback" not in unknown.stderr
     empty = cli("runs", "--runs-dir", tmp_path / "none")
     assert empty.returncode == 0 and "No builds recorded yet" in empty.stdout
+
+
+def test_a_refused_cli_build_is_recorded_with_its_paragraph(tmp_path: Path) -> None:
+    from tests.conftest import NOTEBOOKS
+
+    refused = cli("build", NOTEBOOKS / "house_prices.ipynb", "--function", "nosuch", "--runs-dir", tmp_path)
+    assert refused.returncode == 1
+    [info] = runs.listing(tmp_path)
+    assert (info.source, info.function, info.state) == ("cli", "nosuch", "failed")
+    assert "defines no function named `nosuch`" in info.verdict
+    assert runs.events(tmp_path / info.id)[-1]["kind"] == "error"
