@@ -178,14 +178,19 @@ def show(event: dict[str, Any], progress: Progress) -> None:
         progress.log(text)
 
 
-def start(options: Options, capture: Capture, staging: Path, run: runs.Run, progress: Any,
+def launch(run: runs.Run, staging: Path) -> subprocess.Popen[bytes]:
+    """Start the build process before the capture: its imports (a second or two) overlap the
+    capture's, and it waits on its stdin. The staging folder (the capture's artifacts) is its to
+    remove once it has the capture."""
+    with open(run.folder / "process.log", "wb") as log:  # the child's stderr; the kernel's copy closes here
+        return subprocess.Popen([sys.executable, "-m", "nb2container.background", str(run.folder), str(staging)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                start_new_session=True)  # the kernel's interrupt is not the build's
+
+
+def start(process: subprocess.Popen[bytes], options: Options, capture: Capture, run: runs.Run, progress: Any,
           summary: Any) -> BuildHandle:
-    """Hand the captured function to a build process of its own; the staging folder (the
-    capture's artifacts) is the process's to remove."""
-    process = subprocess.Popen([sys.executable, "-m", "nb2container.background", str(run.folder), str(staging)],
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               stderr=open(run.folder / "process.log", "wb"),  # noqa: SIM115 (the child's)
-                               start_new_session=True)  # the kernel's interrupt is not the build's
+    """Hand the captured function to the launched build process."""
     assert process.stdin is not None
     seen = len(runs.events(run.folder))
     try:
@@ -194,6 +199,14 @@ def start(options: Options, capture: Capture, staging: Path, run: runs.Run, prog
     except BrokenPipeError:
         pass  # it died at start: the handle reports its exit
     return BuildHandle(run, process, progress, summary, seen)
+
+
+def abandon(process: subprocess.Popen[bytes]) -> None:
+    """The capture failed: the launched process gets no capture and ends without a word."""
+    assert process.stdin is not None
+    with contextlib.suppress(BrokenPipeError):
+        process.stdin.close()
+    process.wait()
 
 
 def main() -> int:
@@ -206,9 +219,12 @@ def main() -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
-    run = runs.Run(folder)
+    try:
+        options, capture = pickle.load(sys.stdin.buffer)  # once the kernel has captured
+    except EOFError:  # it could not: the kernel said why
+        return 0
+    run = runs.Run(folder)  # after the kernel's own events: ids go on from its last
     run.claim(os.getpid())
-    options, capture = pickle.load(sys.stdin.buffer)
     result: tuple[str, Any]
     try:
         report = pipeline.run(options, runs.RecordedProgress(SilentProgress(), run), lambda _: capture)

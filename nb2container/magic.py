@@ -59,7 +59,7 @@ def _with_shared_flags(function: Any) -> Any:
 class ContainerizeMagics(Magics):
     @line_magic
     @_with_shared_flags
-    def containerize(self, line: str) -> Containerized | BuildHandle | None:
+    def containerize(self, line: str) -> Containerized | BuildHandle | SkippedBuild:
         """Build a container image that serves FUNCTION, from this kernel, and check it.
 
         Captures the function and everything it uses (helpers, classes, the objects in
@@ -88,7 +88,7 @@ class ContainerizeMagics(Magics):
         if os.environ.get(CAPTURING_ENV):
             print(f"%containerize {args.function}: skipped, because `nb2container build` is "
                   "running this notebook to build it.")
-            return None
+            return SkippedBuild()
         shell = self.shell
         notebook = notebook_path(shell)
         try:  # the notebook's configuration file, the environment, then these flags (config.py)
@@ -129,13 +129,31 @@ class ContainerizeMagics(Magics):
         from IPython.display import display
 
         staging = Path(tempfile.mkdtemp(prefix="nb2container-capture-"))
+        process = background.launch(progress.run, staging)
         try:
             capture = live_capturer(self.shell, options, progress)(staging)
-            summary = display({"text/plain": ""}, raw=True, display_id=True)
-            return background.start(options, capture, staging, progress.run, shown, summary)
         except BaseException:
+            background.abandon(process)
             shutil.rmtree(staging, ignore_errors=True)
             raise
+        summary = display({"text/plain": ""}, raw=True, display_id=True)
+        return background.start(process, options, capture, progress.run, shown, summary)
+
+
+class SkippedBuild:
+    """What %containerize gives while `nb2container build` runs the notebook: a build that did not
+    happen, so that the notebook's own `build.wait()` runs there too."""
+
+    done, ok, image, report = True, None, None, None
+
+    def wait(self, timeout: float | None = None) -> None:
+        return None
+
+    def cancel(self) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return "%containerize was skipped (nb2container build runs this notebook)"
 
 
 def notebook_path(shell: Any) -> Path | None:

@@ -32,8 +32,10 @@ def execute(nb: nbformat.NotebookNode, cwd: Path, env: dict[str, str] | None = N
 
 
 def with_last_cell(source: str) -> nbformat.NotebookNode:
+    """The example notebook up to its own %containerize, then ``source``."""
     nb = nbformat.read(MAGIC_NOTEBOOK, as_version=4)
-    nb.cells[-1] = new_code_cell(source)
+    first = next(i for i, cell in enumerate(nb.cells) if cell.cell_type == "code" and "%containerize" in cell.source)
+    nb.cells[first:] = [new_code_cell(source)]
     return nb
 
 
