@@ -118,7 +118,7 @@ class BuildReport:
             "engine": self.engine,
             "verdict": self.verdict.to_dict(),
             "stale": {"allowed": self.allow_stale, "count": len(self.stale),
-                      "cases": [asdict(case) for case in self.stale]},
+                      "cases": [_case_dict(case) for case in self.stale]},
             "drift": self.drift,
             "refusal": self.refusal,
             "redacted_parameters": self.redacted,
@@ -136,8 +136,7 @@ class BuildReport:
         if self.smoke is None:
             return None
         shown = self.smoke.to_dict()
-        for case, row in zip(self.smoke.cases, shown["cases"], strict=True):
-            row["verdict"], row["where"] = verdict(case), where_label(case)
+        shown["cases"] = [_case_dict(case) for case in self.smoke.cases]
         return shown
 
     def write(self, path: Path) -> None:
@@ -257,6 +256,11 @@ def stale_values(case: SmokeCase, limit: int | None = None) -> tuple[str, str]:
 def short_value(value: Any, limit: int | None = None) -> str:
     text = "-" if value is None else json.dumps(value, default=str)
     return text if limit is None or len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _case_dict(case: SmokeCase) -> dict[str, Any]:
+    """A case as the report holds it: its fields, and the words the tables show for it."""
+    return {**asdict(case), "verdict": verdict(case), "where": where_label(case)}
 
 
 def verdict(case: SmokeCase) -> str:

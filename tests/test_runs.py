@@ -90,3 +90,16 @@ def test_a_refused_cli_build_is_recorded_with_its_paragraph(tmp_path: Path) -> N
     assert (info.source, info.function, info.state) == ("cli", "nosuch", "failed")
     assert "defines no function named `nosuch`" in info.verdict
     assert runs.events(tmp_path / info.id)[-1]["kind"] == "error"
+
+
+def test_the_reports_cases_carry_the_tables_words_and_a_stale_one_is_its_replayed_case() -> None:
+    from nb2container.model import SmokeCase, SmokeReport
+
+    stale = SmokeCase(2, "predict(2)", [2], 4, "fresh run", passed=True, stale=True, stored=5, execution_count=7)
+    matched = SmokeCase(1, "predict(1)", [1], 1, "notebook", passed=True, checked="equal")
+    built = BuildReport("nb.ipynb", "predict", "img:1", "sha256:1", 1, "3.11.7", {}, None,
+                        SmokeReport([matched, stale], health=True), stale=[stale], allow_stale=True)
+    shown = built.to_dict()
+    rows = shown["smoke"]["cases"]
+    assert [(row["verdict"], row["where"]) for row in rows] == [("match", "cell 1"), ("match, STALE", "cell 2 [In 7]")]
+    assert shown["stale"]["cases"] == [rows[1]]  # the same case, in the same words
