@@ -19,6 +19,7 @@ from typing import Any
 
 import docker
 import pytest
+import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
@@ -34,9 +35,10 @@ def tidy_engine() -> None:
     outlives every clone; without this each run left gigabytes behind until the disk filled.
     Only those older than 10 minutes: a build in another session holds its image untagged
     until the smoke test passes, and must not lose it."""
-    # No engine here: the engine tests skip or fail on their own.
-    with contextlib.suppress(docker.errors.DockerException):
-        docker.from_env().images.prune(filters={"dangling": True, "until": "10m"})
+    # No engine here: the engine tests skip or fail on their own. A prune of many images can
+    # outlast the client's minute: tidying is not a test, so it waits longer and never fails the run.
+    with contextlib.suppress(docker.errors.DockerException, requests.exceptions.RequestException):
+        docker.from_env(timeout=600).images.prune(filters={"dangling": True, "until": "10m"})
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
