@@ -68,7 +68,10 @@ class _Handler(APIHandler):
         if not relative:
             raise RequestRefused(400, "Name the notebook: `path`, relative to the server's root.")
         root = self.root()
-        path = (root / relative.lstrip("/")).resolve()
+        try:
+            path = (root / relative.lstrip("/")).resolve()
+        except (ValueError, OSError):  # a NUL byte, a loop of links
+            raise RequestRefused(400, f"{relative!r} is not a path of a notebook under the server's root.") from None
         if not path.is_relative_to(root):
             raise RequestRefused(400, f"The notebook {relative} is outside the server's root ({root}); nb2container "
                                       "builds only notebooks under it.")

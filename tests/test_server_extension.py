@@ -107,6 +107,8 @@ async def test_bad_requests_are_refused_with_nb2containers_paragraph(jp_fetch: A
         assert status == 400 and says in answer["message"], (body, answer)
     status, answer = await fetch(jp_fetch, "functions", path="../outside.ipynb")
     assert status == 400 and "outside the server's root" in answer["message"]
+    status, answer = await fetch(jp_fetch, "builds", method="POST", body={"path": "a\x00b.ipynb", "function": "f"})
+    assert status == 400 and "is not a path of a notebook" in answer["message"]
     status, answer = await fetch(jp_fetch, "runs", "nosuch", "events")
     assert status == 404 and "no run whose id starts with `nosuch`" in answer["message"]
 
