@@ -27,7 +27,7 @@ from nb2container import engines, pipeline, runs
 from nb2container.errors import Nb2ContainerError
 from nb2container.model import Capture
 from nb2container.options import Options
-from nb2container.progress import Progress, SilentProgress
+from nb2container.progress import SilentProgress
 from nb2container.report import BuildReport
 
 _POLL_SECONDS = 0.25
@@ -145,7 +145,7 @@ class BuildHandle:
     def _show_new_events(self) -> None:
         for event in runs.events(self.run.folder, self._seen):
             self._seen = event["id"]
-            show(event, self._progress)
+            runs.replay(event, self._progress)
 
     def _show_result(self) -> None:
         from nb2container.display import Containerized
@@ -163,19 +163,6 @@ class BuildHandle:
                 finish(ok=False)
             if self._summary is not None:
                 self._summary.update({"text/plain": value, "text/html": _paragraph_html(value)}, raw=True)
-
-
-def show(event: dict[str, Any], progress: Progress) -> None:
-    """One recorded event, shown through a Progress."""
-    kind, text = event.get("kind"), str(event.get("text", ""))
-    if kind == "step":
-        progress.step(text)
-    elif kind == "detail":
-        progress.detail(text)
-    elif kind == "warning":
-        progress.warn(text)
-    elif kind == "log":
-        progress.log(text)
 
 
 def launch(run: runs.Run, staging: Path) -> subprocess.Popen[bytes]:

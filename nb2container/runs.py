@@ -18,6 +18,7 @@ NB2CONTAINER_RUNS_DIR. The oldest runs are removed past KEEP runs.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import secrets
@@ -29,7 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from nb2container.progress import Progress
+from nb2container.progress import Progress, TerminalProgress
 from nb2container.report import BuildReport
 from nb2container.secret_scan import scrubbed
 
@@ -258,19 +259,30 @@ def table(infos: list[RunInfo], store: Path | None = None) -> str:
                      for row in rows)
 
 
+def replay(event: dict[str, Any], progress: Progress) -> None:
+    """One recorded event, shown again through a Progress (the magic's display, the terminal)."""
+    kind, text = event.get("kind"), str(event.get("text", ""))
+    if kind == "step":
+        progress.step(text)
+    elif kind == "detail":
+        progress.detail(text)
+    elif kind == "warning":
+        progress.warn(text)
+    elif kind == "log":
+        progress.log(text)
+
+
 def describe(folder: Path) -> str:
     """``nb2container runs show ID``: what the run is, its steps and warnings, and how it ended."""
     info = read_info(folder)
     lines = [f"run {info.id}: {info.function} from {info.notebook or 'a live kernel'} ({info.source}), "
              f"started {info.started}" + (f", ended {info.ended}" if info.ended else "")]
+    shown = io.StringIO()
+    terminal = TerminalProgress(shown)  # as the CLI printed them (the log only with -v)
     for record in events(folder):
-        kind, text = record.get("kind"), str(record.get("text", ""))
-        if kind == "step":
-            lines.append(f"==> {text}")
-        elif kind == "detail":
-            lines.append(f"    {text}")
-        elif kind == "warning":
-            lines.append(f"warning: {text}")
+        replay(record, terminal)
+    if shown.getvalue():
+        lines.append(shown.getvalue().rstrip("\n"))
     state = info.state if info.state != RUNNING or info.alive else "stopped (its process is gone)"
     lines.append(f"\n{state}: {info.verdict}" if info.verdict else f"\n{state}")
     for name, value in (("image", info.image), ("size", f"{info.size_bytes / 1e6:,.0f} MB" if info.size_bytes
