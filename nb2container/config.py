@@ -84,6 +84,14 @@ RESERVED_LABELS = frozenset({"org.opencontainers.image.title", "org.opencontaine
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _LABEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._/-]*")
 _DEBIAN_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]+")
+# An image reference as engines and registries take it (the distribution project's grammar):
+# [host[:port]/]lower/case/path[:tag][@digest].
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_HOST_PART = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+# A first part is a registry only with a dot or a port, or as localhost (else it is a path part).
+_DOMAIN = rf"(?:localhost(?::[0-9]+)?|{_HOST_PART}(?:\.{_HOST_PART})+(?::[0-9]+)?|{_HOST_PART}:[0-9]+)"
+_IMAGE_REFERENCE = re.compile(rf"(?:{_DOMAIN}/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
+                              r"(?::[\w][\w.-]{0,127})?(?:@[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-fA-F0-9]{32,})?")
 # env and labels: a valid name, what one is, the reserved prefix and names, and why they are reserved
 _NAMED = {
     "env": (_ENV_NAME, "a variable needs a name of letters, digits and _", RESERVED_ENV_PREFIX, RESERVED_ENV,
@@ -112,6 +120,13 @@ def check(options: Options, settings: Mapping[str, Setting] | None = None) -> No
     if bad:
         raise UsageError(f"system_packages names {', '.join(map(repr, bad))}{where('system_packages')}, which is "
                          "not a Debian package name (lower case letters, digits, +, - and .).")
+    for key in ("tag", "push"):
+        reference = getattr(options, key)
+        if reference is not None and (len(reference) > 255 or not _IMAGE_REFERENCE.fullmatch(reference)):
+            raise UsageError(f"{key} is {reference!r}{where(key)}, which is not an image reference an engine takes: "
+                             "lower-case name parts (letters and digits, joined by . _ or -) separated by /, "
+                             "an optional registry host[:port]/ first, and an optional :tag of letters, digits, "
+                             "_ . and - (128 at most). For example team/house-prices:1.0.")
     if options.port == IMAGE.probe_port or not 0 < options.port < 65536:
         raise UsageError(f"port is {options.port}{where('port')}, which the image cannot serve on: the probes "
                          f"(/health, /ready) have port {IMAGE.probe_port} to themselves. Choose another port "

@@ -112,12 +112,20 @@ def test_an_unknown_key_is_named_with_the_nearest_known_one(tmp_path: Path, monk
     ('templates = "nowhere"', "which is not a folder"),
     ("port = 8081", "port 8081 to themselves"),  # the probe port (IMAGE.probe_port)
     ("port = 70000", "between 1 and 65535"),
+    ('tag = "House Prices!"', "not an image reference an engine takes"),
+    ('tag = "Team/house:1"', "not an image reference an engine takes"),
 ])
 def test_a_setting_the_image_cannot_take_is_refused_in_one_paragraph(tmp_path: Path, setting: str, says: str) -> None:
     notebook = project(tmp_path, "[tool.nb2container]\n" + setting + "\n")
     result = cli("build", notebook)
     assert result.returncode == 1 and says in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and "Running" not in result.stderr
+
+
+@pytest.mark.parametrize("reference", ["house-prices", "team/house-prices:1.0", "localhost:5000/team/x:v1",
+                                       "registry.example.com:443/a/b_c/d-e:1.2.3", "x/y@sha256:" + "a" * 64])
+def test_image_references_engines_take_pass_the_check(reference: str) -> None:
+    config.check(Options(notebook=None, tag=reference, push=reference))
 
 
 def test_nb2container_toml_beside_the_notebook_is_read_too(tmp_path: Path) -> None:
