@@ -104,7 +104,9 @@ class Run:
         report.write(self.folder / "report.json")
         words = f"{verdict.words} {Path(report.notebook).name}" if verdict.ok else "; ".join(verdict.reasons)
         self._end(OK if verdict.ok else FAILED, scrubbed(words, report.hidden), image=report.image,
-                  size_bytes=report.size_bytes, folder=report.folder, function=report.function or self.info.function)
+                  size_bytes=report.size_bytes, function=report.function or self.info.function,
+                  # absolute: readers (`runs`, the lab panel) run in other folders than the build did
+                  folder=str(Path(report.folder).resolve()) if report.folder else None)
         self.event("verdict", self.info.verdict, ok=verdict.ok, image=report.image, size_bytes=report.size_bytes)
 
     def fail(self, message: str, cancelled: bool = False) -> None:

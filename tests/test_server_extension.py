@@ -152,6 +152,8 @@ async def test_a_build_streams_its_events_and_ends_with_its_report(
     assert status == 200 and [c["verdict"] for c in report["smoke"]["cases"]] == ["match"] * 3
     status, history = await fetch(jp_fetch, "runs", path="house_prices.ipynb")
     assert history[0]["id"] == run_id and history[0]["state"] == "ok" and history[0]["source"] == "lab"
+    # the build folder as the file browser opens it: relative to the server's root
+    assert history[0]["folder_path"] == "build/predict_price" and history[0]["folder"].endswith("/build/predict_price")
     assert docker_client.images.get(tag)
 
 
