@@ -19,7 +19,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -124,10 +123,11 @@ class BuildHandle:
 
     def _follow(self) -> None:
         """Events into the display until the process ends, then the verdict."""
-        while self._process.poll() is None:
+        self._reader.join(0)
+        while self._reader.is_alive():  # its answer ends when the process does: no poll's delay
             self._show_new_events()
-            time.sleep(_POLL_SECONDS)
-        self._reader.join()
+            self._reader.join(_POLL_SECONDS)
+        self._process.wait()
         self._show_new_events()
         try:
             self._result = pickle.loads(self._output)
@@ -140,6 +140,7 @@ class BuildHandle:
                 self.run.fail(message, cancelled=cancelled)
             self._result = ("error", message)
         self._show_result()
+        keep_spare()  # before `done`: the next build (an edit, then %containerize again) finds it ready
         self._finished.set()
 
     def _show_new_events(self) -> None:
@@ -165,23 +166,43 @@ class BuildHandle:
                 self._summary.update({"text/plain": value, "text/html": _paragraph_html(value)}, raw=True)
 
 
-def launch(run: runs.Run, staging: Path) -> subprocess.Popen[bytes]:
-    """Start the build process before the capture: its imports (a second or two) overlap the
-    capture's, and it waits on its stdin. The staging folder (the capture's artifacts) is its to
-    remove once it has the capture."""
-    with open(run.folder / "process.log", "wb") as log:  # the child's stderr; the kernel's copy closes here
-        return subprocess.Popen([sys.executable, "-m", "nb2container.background", str(run.folder), str(staging)],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                                start_new_session=True)  # the kernel's interrupt is not the build's
+# A build process that has done its imports (1.5 to 4 s: docker, jinja2, nbformat's jsonschema)
+# and waits on its stdin for the next build of this kernel; started when a build ends.
+_spare: subprocess.Popen[bytes] | None = None
 
 
-def start(process: subprocess.Popen[bytes], options: Options, capture: Capture, run: runs.Run, progress: Any,
-          summary: Any) -> BuildHandle:
-    """Hand the captured function to the launched build process."""
+def _spawn() -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "nb2container.background"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,  # until it knows its run's log
+                            start_new_session=True)  # the kernel's interrupt is not the build's
+
+
+def launch() -> subprocess.Popen[bytes]:
+    """The build process, before the capture: the spare one this kernel keeps ready when it has
+    one, else a new one whose imports overlap the capture. It waits on its stdin."""
+    global _spare
+    process, _spare = _spare, None
+    if process is not None and process.poll() is None:
+        return process
+    return _spawn()
+
+
+def keep_spare() -> None:
+    """Have a build process ready for this kernel's next build (the rebuild after an edit). It
+    ends on its own when the kernel does: its stdin closes."""
+    global _spare
+    if _spare is None or _spare.poll() is not None:
+        _spare = _spawn()
+
+
+def start(process: subprocess.Popen[bytes], options: Options, capture: Capture, staging: Path, run: runs.Run,
+          progress: Any, summary: Any) -> BuildHandle:
+    """Hand the captured function to the launched build process, with the run it records into and
+    the staging folder (the capture's artifacts), which it removes once it has them."""
     assert process.stdin is not None
     seen = len(runs.events(run.folder))
     try:
-        process.stdin.write(pickle.dumps((options, capture)))
+        process.stdin.write(pickle.dumps((run.folder, staging, options, capture)))
         process.stdin.close()
     except BrokenPipeError:
         pass  # it died at start: the handle reports its exit
@@ -197,8 +218,7 @@ def abandon(process: subprocess.Popen[bytes]) -> None:
 
 
 def main() -> int:
-    """The build process: options and capture on stdin, the report (or refusal) on stdout."""
-    folder, staging = Path(sys.argv[1]), Path(sys.argv[2])
+    """The build process: its run, options and capture on stdin, the report (or refusal) on stdout."""
     answer = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray print must not corrupt the answer
 
@@ -207,9 +227,14 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, stop)
     try:
-        options, capture = pickle.load(sys.stdin.buffer)  # once the kernel has captured
-    except EOFError:  # it could not: the kernel said why
+        folder, staging, options, capture = pickle.load(sys.stdin.buffer)  # once the kernel has captured
+    except EOFError:  # it could not (the kernel said why), or the kernel ended with this one spare
         return 0
+    log = os.open(folder / "process.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    for stream in (sys.stdout, sys.stderr):  # what the process prints goes to its run's log
+        stream.flush()
+        os.dup2(log, stream.fileno())
+    os.close(log)
     run = runs.Run(folder)  # after the kernel's own events: ids go on from its last
     run.claim(os.getpid())
     result: tuple[str, Any]

@@ -129,7 +129,7 @@ class ContainerizeMagics(Magics):
         from IPython.display import display
 
         staging = Path(tempfile.mkdtemp(prefix="nb2container-capture-"))
-        process = background.launch(progress.run, staging)
+        process = background.launch()
         try:
             capture = live_capturer(self.shell, options, progress)(staging)
         except BaseException:
@@ -137,7 +137,7 @@ class ContainerizeMagics(Magics):
             shutil.rmtree(staging, ignore_errors=True)
             raise
         summary = display({"text/plain": ""}, raw=True, display_id=True)
-        return background.start(process, options, capture, progress.run, shown, summary)
+        return background.start(process, options, capture, staging, progress.run, shown, summary)
 
 
 class SkippedBuild:
