@@ -1,5 +1,6 @@
 """Where the host keeps what builds download (``NB2C_CACHE_DIR``, default ~/.cache/nb2container):
-wheels, and the Debian packages the image installs offline. Kept between builds."""
+wheels, and the Debian packages the image installs offline; and the frozen environments a rebuild
+reuses (reuse.py). Kept between builds."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 from pathlib import Path
 
 
-def _folder(name: str) -> Path:
+def folder(name: str) -> Path:
     root = os.environ.get("NB2C_CACHE_DIR") or Path.home() / ".cache" / "nb2container"
     path = Path(root) / name
     path.mkdir(parents=True, exist_ok=True)
@@ -15,8 +16,8 @@ def _folder(name: str) -> Path:
 
 
 def wheels() -> Path:
-    return _folder("wheels")
+    return folder("wheels")
 
 
 def debs() -> Path:
-    return _folder("debs")
+    return folder("debs")

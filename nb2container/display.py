@@ -56,6 +56,10 @@ class NotebookProgress:
         self.warnings.append(message)
         self._refresh(force=True)
 
+    def reused(self, message: str) -> None:
+        self.steps[-1] += f" (reused {message})"  # stays with its step once it is done
+        self._refresh(force=True)
+
     def log(self, line: str) -> None:
         self.lines.append(line)
         self._refresh()

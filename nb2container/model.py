@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,7 @@ class KernelInterpreter:
     machine: str
     module_distributions: dict[str, list[str]]
     gpu_used: list[str] = field(default_factory=list)  # the frameworks the kernel ran on a GPU through
+    environment: str = ""  # kernel/capture.environment_fingerprint: unchanged, the freeze is reused
 
 
 @dataclass(frozen=True)
@@ -194,6 +195,14 @@ class FrozenEnvironment:
 class BuiltImage:
     id: str
     size_bytes: int
+    steps: int = 0  # the build's steps, and how many the engine took from its cache
+    cached: int = 0
+
+    def counted(self, log: list[str], step_prefix: str) -> BuiltImage:
+        """This image with its build log's steps and cached steps counted (Docker's "Step 3/9",
+        Buildah's "STEP 3/9"; both say "Using cache" for a step they did not run)."""
+        steps = [line for line in log if line.startswith(step_prefix) and ": FROM " not in line]  # FROM: no cache
+        return replace(self, steps=len(steps), cached=sum("Using cache" in line for line in log))
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from nb2container import (
     notebook,
     output,
     render,
+    reuse,
     secret_scan,
     stale,
     system_libs,
@@ -148,30 +149,55 @@ def _check_output_early(options: Options) -> None:
 
 def _freeze(capture: Capture, options: Options, progress: Progress,
             engine: ContainerEngine | None) -> FrozenEnvironment:
-    closure = freeze.closure(capture.interpreter, capture.modules)
-    if closure.unmapped_modules:
+    """The environment to rebuild; an earlier build's freeze when nothing it depends on changed."""
+    python_version = capture.interpreter.python_version
+    progress.step(f"Freezing the kernel's environment (Python {python_version}, the packages the function needs)")
+    key = reuse.freeze_key(capture, options, _base_id(options, python_version, engine))
+    frozen = reuse.reused_freeze(key)
+    if frozen is not None:
+        progress.reused("the freeze of an earlier build: this kernel's packages, the function's imports "
+                        "and the base are unchanged")
+    else:
+        frozen = _freeze_anew(capture, options, progress, engine)
+        reuse.keep_freeze(key, frozen)
+    if frozen.unmapped_modules:
         progress.warn("modules that no installed distribution provides (not locked): "
-                      + ", ".join(closure.unmapped_modules))
+                      + ", ".join(frozen.unmapped_modules))
+    if frozen.left_out:
+        progress.detail(f"left out of the image: {lean.describe(frozen.left_out)}")
+    progress.detail(f"CUDA: {cuda.describe(frozen.cuda)}")
+    if frozen.cuda and not options.gpus:
+        progress.warn(f"the image needs CUDA {frozen.cuda.version}, and the smoke test runs without a GPU "
+                      "unless you pass --gpus all (or a count)")
+    return frozen
+
+
+def _freeze_anew(capture: Capture, options: Options, progress: Progress,
+                 engine: ContainerEngine | None) -> FrozenEnvironment:
+    closure = freeze.closure(capture.interpreter, capture.modules)
     python_version = capture.interpreter.python_version
     facts = cuda.probe(capture.interpreter.executable)
     packages, gpu_left_out, facts = _cpu_only(capture, closure, facts, options, progress)
     pins = wheelhouse.fetch(packages, python_version, options.platform, progress, closure.direct_urls)
     suites = lean.suites_left_out(tuple(pins), cache.wheels())
-    left_out = (*gpu_left_out, *suites)
-    if left_out:
-        progress.detail(f"left out of the image: {lean.describe(left_out)}")
     base_facts = _base_facts(options, python_version, pins, progress, engine)
     system = _system_packages(pins, options.system_packages, base_facts, progress)
     if options.base_image and base_facts is not None:
         base.check_debian(base_facts, bool(system.packages))
-    needs = cuda.decide(facts, packages)
-    progress.detail(f"CUDA: {cuda.describe(needs)}")
-    if needs and not options.gpus:
-        progress.warn(f"the image needs CUDA {needs.version}, and the smoke test runs without a GPU "
-                      "unless you pass --gpus all (or a count)")
     return FrozenEnvironment(python_version, tuple(pins), closure.roots, closure.unmapped_modules,
-                             tuple(system.packages), tuple(system.unplaced), needs, left_out,
-                             base_image=options.base_image, base_digest=base_facts.digest if base_facts else None)
+                             tuple(system.packages), tuple(system.unplaced), cuda.decide(facts, packages),
+                             (*gpu_left_out, *suites), base_image=options.base_image,
+                             base_digest=base_facts.digest if base_facts else None)
+
+
+def _base_id(options: Options, python_version: str, engine: ContainerEngine | None) -> str | None:
+    """The base image's id in the engine, which a reused freeze must have been made against."""
+    if engine is None:
+        return None
+    try:
+        return engine.inspect_image(options.base_image or default_base(python_version)).id
+    except (BuildError, UsageError):  # no such base: the freeze says so in its own words
+        return None
 
 
 def _cpu_only(capture: Capture, closure: freeze.Closure, facts: cuda.CudaFacts, options: Options,
@@ -303,7 +329,11 @@ def run(options: Options, progress: Progress, capturer: Capturer | None = None) 
     progress.step(f"Building the image from {rendered.folder} with {engine.name}")
     image = engine.build(rendered.folder, progress, options.platform)
     report.image_id, report.size_bytes = image.id, image.size_bytes
+    if image.cached:
+        progress.reused(f"{image.cached} of {image.steps} build steps from the engine's cache")
     progress.step("Checking the image's Python and packages against the lock")
+    # Before the smoke test, not beside it: one engine connection at a time (an ssh:// engine's
+    # session refuses a second channel while the first is busy).
     report.drift = drift.check(engine, image.id, rendered.frozen)
     if not report.drift:
         _prove(engine, image, rendered.capture, options, progress, report)

@@ -149,7 +149,7 @@ class PodmanEngine:
                                  f"folder {folder} is kept as it was, to rebuild once fixed.",
                                  log_tail(log))
             image_id = iidfile.read_text().strip().removeprefix("sha256:")
-        return self.inspect(image_id)
+        return self.inspect(image_id).counted(log, "STEP ")
 
     def build_flags(self) -> list[str]:
         return []

@@ -11,6 +11,7 @@ class Progress(Protocol):
     def detail(self, message: str) -> None: ...  # a sub-step: shown compactly
     def warn(self, message: str) -> None: ...
     def log(self, line: str) -> None: ...  # raw log (build output): kept in ``lines``, shown on demand
+    def reused(self, message: str) -> None: ...  # what this step took from an earlier build: kept with it
 
 
 class TerminalProgress:
@@ -34,6 +35,9 @@ class TerminalProgress:
         if self.verbose:
             print(f"    | {line}", file=self.stream, flush=True)
 
+    def reused(self, message: str) -> None:
+        print(f"    reused {message}", file=self.stream, flush=True)
+
 
 class WarningsKept:
     """Passes everything on to ``inner`` and keeps each warning: every warning a build prints is in
@@ -56,9 +60,13 @@ class WarningsKept:
     def log(self, line: str) -> None:
         self.inner.log(line)
 
+    def reused(self, message: str) -> None:
+        self.inner.reused(message)
+
 
 class SilentProgress:
     def step(self, message: str) -> None: ...
     def detail(self, message: str) -> None: ...
     def warn(self, message: str) -> None: ...
     def log(self, line: str) -> None: ...
+    def reused(self, message: str) -> None: ...

@@ -224,6 +224,10 @@ class RecordedProgress:
         self.run.event("log", line)
         self.inner.log(line)
 
+    def reused(self, message: str) -> None:
+        self.run.event("reused", message)
+        self.inner.reused(message)
+
 
 @contextlib.contextmanager
 def recorded(notebook: Path | None, function: str, source: str, inner: Progress,
@@ -272,6 +276,8 @@ def replay(event: dict[str, Any], progress: Progress) -> None:
         progress.warn(text)
     elif kind == "log":
         progress.log(text)
+    elif kind == "reused":
+        progress.reused(text)
 
 
 def describe(folder: Path) -> str:

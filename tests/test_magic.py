@@ -102,6 +102,31 @@ def test_magic_builds_are_recorded_as_runs(magic_run: dict[str, Any]) -> None:
     assert spec["notebook"] == "unsaved notebook"
 
 
+def test_a_rebuild_after_an_edit_reuses_what_did_not_change_and_says_so(
+        docker_client: docker.DockerClient, tmp_path: Path) -> None:
+    """The second %containerize of one kernel, after the function's body was edited: the freeze is
+    reused (the environment's fingerprint is unchanged), and only the steps from the function's
+    files on are built again."""
+    build = f"--output {tmp_path / 'build'} --tag nb2c-test/magic-rebuild:latest"
+    nb = with_last_cell(f"%containerize predict_progression {build} --wait")
+    nb.cells.append(new_code_cell(
+        "def predict_progression(age, sex, bmi, bp, s1=0.0, s2=0.0, s3=0.0, s4=0.0, s5=0.0, s6=0.0):\n"
+        "    predicted = model.predict([[age, sex, bmi, bp, s1, s2, s3, s4, s5, s6]])[0]  # edited\n"
+        "    return round(float(predicted), 3)"))
+    nb.cells.append(new_code_cell(f"rebuilt = %containerize predict_progression {build}\nrebuilt.wait().ok"))
+    execute(nb, tmp_path, env={"NB2CONTAINER_RUNS_DIR": str(tmp_path / "runs")})
+    assert outputs(nb.cells[-1]).strip().endswith("True"), outputs(nb.cells[-1])
+    second = max((tmp_path / "runs").iterdir())
+    events = [json.loads(line) for line in (second / "events.jsonl").read_text().splitlines()]
+    reused = [event["text"] for event in events if event["kind"] == "reused"]
+    assert reused[0].startswith("the freeze of an earlier build"), reused
+    cached, steps = map(int, reused[1].split()[0:3:2])  # "20 of 23 build steps from the engine's cache"
+    assert steps - cached <= 3, reused  # the function's files, the user and the labels
+    # the cell's display keeps them with their steps
+    display = next(o for o in nb.cells[-1].outputs if o.output_type == "display_data").data["text/plain"]
+    assert "(reused the freeze of an earlier build" in display and "build steps from the engine's cache)" in display
+
+
 def test_magic_image_answers_like_the_notebook(magic_run: dict[str, Any]) -> None:
     stored = nbformat.read(MAGIC_NOTEBOOK, as_version=4).cells[4]
     assert stored.source.startswith("predict_progression(0.03")

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import ast
 import builtins
+import hashlib
 import inspect
 import json
+import os
 import platform
 import symtable
 import sys
 import types
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -357,9 +360,18 @@ def _refuse_unsendable(function: str, calls: list[dict[str, Any]]) -> None:
             )
 
 
+# importlib.metadata.packages_distributions() reads every installed distribution (0.2 s and
+# more): kept for the environment it was read in, so a rebuild after an edit does not read it again.
+_provided: tuple[str, Mapping[str, list[str]]] = ("", {})
+
+
 def describe_interpreter(modules: list[str]) -> dict[str, Any]:
     """The kernel's interpreter, and which installed distributions provide ``modules``."""
-    provided = metadata.packages_distributions()
+    global _provided
+    environment = environment_fingerprint()
+    if _provided[0] != environment:
+        _provided = (environment, metadata.packages_distributions())
+    provided = _provided[1]
     return {
         "python_version": platform.python_version(),
         "implementation": sys.implementation.name,
@@ -367,7 +379,25 @@ def describe_interpreter(modules: list[str]) -> dict[str, Any]:
         "machine": platform.machine(),
         "module_distributions": {m: sorted(set(provided.get(m, []))) for m in modules},
         "gpu_used": gpus_used(),
+        "environment": environment,
     }
+
+
+def environment_fingerprint() -> str:
+    """What changes when a package is installed, upgraded or removed in this kernel's environment:
+    the entries of each site-packages folder on sys.path and when each last changed (pip writes a
+    new dist-info folder for every install). A rebuild with the same fingerprint reuses the freeze."""
+    digest = hashlib.sha256()
+    for folder in dict.fromkeys(sys.path):
+        if not folder.endswith(("site-packages", "dist-packages")):
+            continue  # the standard library does not change; the notebook's folder always does
+        try:
+            with os.scandir(folder) as listing:
+                entries = sorted((entry.name, entry.stat(follow_symlinks=False).st_mtime_ns) for entry in listing)
+        except OSError:  # gone, or not a folder
+            continue
+        digest.update(json.dumps([folder, entries]).encode())
+    return digest.hexdigest()
 
 
 def gpus_used() -> list[str]:
