@@ -48,7 +48,7 @@ export interface IRun {
 export interface IEvent {
   id: number;
   time: string;
-  kind: 'step' | 'detail' | 'warning' | 'log' | 'verdict' | 'error' | string;
+  kind: 'step' | 'detail' | 'reused' | 'warning' | 'log' | 'verdict' | 'error' | string;
   text: string;
   ok?: boolean;
   image?: string | null;

@@ -219,6 +219,17 @@ export class BuildsPanel extends Widget {
         }
         break;
       }
+      case 'reused': {
+        // kept with its step once it is done: what this build took from an earlier one
+        const step = this.node.querySelector('.nb2c-Step:last-child');
+        if (step) {
+          const note = document.createElement('div');
+          note.className = 'nb2c-Step-reused';
+          note.textContent = `reused ${event.text}`;
+          step.appendChild(note);
+        }
+        break;
+      }
       case 'warning': {
         const item = document.createElement('li');
         item.textContent = event.text;
