@@ -52,7 +52,7 @@ for info in runs.listing()[:2][::-1]:
     events = runs.events(runs.find(info.id))
     print(info.id)
     for event in events:
-        if event['kind'] in ('step', 'detail', 'warning'):
+        if event['kind'] in ('step', 'detail', 'reused', 'warning'):
             print('   ', event['time'][11:23], event['text'][:80])"""
 
 

@@ -189,7 +189,7 @@ class Engine:
         if not image_id:
             raise BuildError("The build ended without an image.", log_tail(log))
         image = self.client.images.get(image_id)
-        return BuiltImage(id=image.id, size_bytes=int(image.attrs["Size"])).counted(log, "Step ")
+        return self._built(image).counted(log, "Step ")
 
     def _platform_hint(self, platform: str | None) -> str:
         machine = str(self.client.info().get("Architecture", ""))
@@ -234,7 +234,12 @@ class Engine:
             raise SmokeTestError(f"The engine has no image {reference}. Build it first.") from None
         except docker.errors.DockerException as exc:
             raise SmokeTestError(f"The engine could not look up the image {reference}: {exc}.") from None
-        return BuiltImage(id=image.id, size_bytes=int(image.attrs["Size"]))
+        return self._built(image)
+
+    @staticmethod
+    def _built(image: Any) -> BuiltImage:
+        return BuiltImage(id=image.id, size_bytes=int(image.attrs["Size"]),
+                          layers=tuple(image.attrs.get("RootFS", {}).get("Layers") or ()))
 
     def inspect_image(self, reference: str) -> ImageFacts:
         """An image the build will use (a base): UsageError naming it when the engine lacks it."""

@@ -197,6 +197,7 @@ class BuiltImage:
     size_bytes: int
     steps: int = 0  # the build's steps, and how many the engine took from its cache
     cached: int = 0
+    layers: tuple[str, ...] = ()  # the layers' content digests, base first (empty where the engine does not say)
 
     def counted(self, log: list[str], step_prefix: str) -> BuiltImage:
         """This image with its build log's steps and cached steps counted (Docker's "Step 3/9",

@@ -334,7 +334,7 @@ def run(options: Options, progress: Progress, capturer: Capturer | None = None) 
     progress.step("Checking the image's Python and packages against the lock")
     # Before the smoke test, not beside it: one engine connection at a time (an ssh:// engine's
     # session refuses a second channel while the first is busy).
-    report.drift = drift.check(engine, image.id, rendered.frozen)
+    report.drift = drift.check_or_reuse(engine, image, rendered.frozen, options.templates is None, progress)
     if not report.drift:
         _prove(engine, image, rendered.capture, options, progress, report)
     if report.verdict.ok:

@@ -167,7 +167,8 @@ class PodmanEngine:
         image = self._image(reference)
         if image is None:
             raise SmokeTestError(f"{self.name} has no image {reference}. Build it first.")
-        return BuiltImage(id=str(image["Id"]), size_bytes=int(str(image.get("Size", 0))))
+        layers = image.get("RootFS", {}).get("Layers") or ()  # type: ignore[attr-defined]
+        return BuiltImage(id=str(image["Id"]), size_bytes=int(str(image.get("Size", 0))), layers=tuple(layers))
 
     def inspect_image(self, reference: str) -> ImageFacts:
         image = self._image(reference)

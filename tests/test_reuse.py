@@ -1,5 +1,6 @@
-"""What a rebuild reuses: the freeze, by the kernel environment's fingerprint (reuse.py), and what
-the engine's cache gave (BuiltImage.counted). Pure logic and the file system; no engine, no kernel."""
+"""What a rebuild reuses: the freeze, by the kernel environment's fingerprint (reuse.py), the drift
+check of the same layers (drift.check_or_reuse), and what the engine's cache gave
+(BuiltImage.counted). Pure logic and the file system; no engine, no kernel."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from typing import Any
 
 import pytest
 
-from nb2container import reuse
+from nb2container import drift, reuse
 from nb2container.kernel.capture import environment_fingerprint
 from nb2container.model import BuiltImage, FrozenEnvironment, KernelInterpreter, Pin
 from nb2container.options import Options
+from nb2container.progress import SilentProgress
 
 
 @pytest.fixture
@@ -79,3 +81,27 @@ def test_the_engines_cache_is_counted_from_the_build_log() -> None:
            " ---> Using cache", "Step 3/4 : COPY app/ /app/", " ---> 3c4d", "Step 4/4 : USER 10001", " ---> 5e6f"]
     counted = BuiltImage("sha256:x", 1).counted(log, "Step ")
     assert (counted.steps, counted.cached) == (3, 1)  # FROM is no step the cache can save
+
+
+class ProbeCounter:
+    """An engine whose image holds exactly the lock: counts the drift probes it runs."""
+
+    def __init__(self) -> None:
+        self.probes = 0
+
+    def run_command(self, image: str, command: list[str], network: bool = True) -> str:
+        self.probes += 1
+        return '{"python": "3.11.7", "packages": {"numpy": "2.0.0"}}'
+
+
+def test_the_drift_check_is_reused_only_for_the_same_layers_under_the_functions_files(wheels: Path) -> None:
+    engine, lock, progress = ProbeCounter(), frozen(wheels), SilentProgress()
+    built = BuiltImage("sha256:a", 1, layers=("base", "venv", "app-1"))
+    assert drift.check_or_reuse(engine, built, lock, True, progress) == [] and engine.probes == 1
+    edited = BuiltImage("sha256:b", 1, layers=("base", "venv", "app-2"))  # only the function's files differ
+    assert drift.check_or_reuse(engine, edited, lock, True, progress) == [] and engine.probes == 1
+    other = BuiltImage("sha256:c", 1, layers=("base", "venv-2", "app-2"))  # other packages
+    drift.check_or_reuse(engine, other, lock, True, progress)
+    assert engine.probes == 2
+    drift.check_or_reuse(engine, edited, lock, False, progress)  # the team's own templates: always checked
+    assert engine.probes == 3
