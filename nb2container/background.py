@@ -197,12 +197,13 @@ def keep_spare() -> None:
 
 def start(process: subprocess.Popen[bytes], options: Options, capture: Capture, staging: Path, run: runs.Run,
           progress: Any, summary: Any) -> BuildHandle:
-    """Hand the captured function to the launched build process, with the run it records into and
-    the staging folder (the capture's artifacts), which it removes once it has them."""
+    """Hand the captured function to the launched build process, with the run it records into, the
+    staging folder (the capture's artifacts), which it removes once it has them, and the kernel's
+    environment as it is now (a spare process was started before a `%env DOCKER_HOST=...`)."""
     assert process.stdin is not None
     seen = len(runs.events(run.folder))
     try:
-        process.stdin.write(pickle.dumps((run.folder, staging, options, capture)))
+        process.stdin.write(pickle.dumps((run.folder, staging, dict(os.environ), options, capture)))
         process.stdin.close()
     except BrokenPipeError:
         pass  # it died at start: the handle reports its exit
@@ -227,9 +228,11 @@ def main() -> int:
 
     signal.signal(signal.SIGTERM, stop)
     try:
-        folder, staging, options, capture = pickle.load(sys.stdin.buffer)  # once the kernel has captured
+        folder, staging, environment, options, capture = pickle.load(sys.stdin.buffer)  # once captured
     except EOFError:  # it could not (the kernel said why), or the kernel ended with this one spare
         return 0
+    os.environ.clear()
+    os.environ.update(environment)
     log = os.open(folder / "process.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     for stream in (sys.stdout, sys.stderr):  # what the process prints goes to its run's log
         stream.flush()

@@ -114,9 +114,16 @@ def test_a_rebuild_after_an_edit_reuses_what_did_not_change_and_says_so(
         "    predicted = model.predict([[age, sex, bmi, bp, s1, s2, s3, s4, s5, s6]])[0]  # edited\n"
         "    return round(float(predicted), 3)"))
     nb.cells.append(new_code_cell(f"rebuilt = %containerize predict_progression {build}\nrebuilt.wait().ok"))
+    # The process kept ready since the last build takes the kernel's environment as it is now.
+    nb.cells.append(new_code_cell(
+        "%env DOCKER_HOST=unix:///nonexistent\n"
+        f"elsewhere = %containerize predict_progression {build} --engine docker\n"
+        "try:\n    elsewhere.wait()\nexcept Exception as error:\n    print(error)"))
     execute(nb, tmp_path, env={"NB2CONTAINER_RUNS_DIR": str(tmp_path / "runs")})
+    assert "No Docker engine answers at DOCKER_HOST=unix:///nonexistent" in outputs(nb.cells[-1])
+    nb.cells.pop()
     assert outputs(nb.cells[-1]).strip().endswith("True"), outputs(nb.cells[-1])
-    second = max((tmp_path / "runs").iterdir())
+    second = sorted((tmp_path / "runs").iterdir())[-2]
     events = [json.loads(line) for line in (second / "events.jsonl").read_text().splitlines()]
     reused = [event["text"] for event in events if event["kind"] == "reused"]
     assert reused[0].startswith("the freeze of an earlier build"), reused
