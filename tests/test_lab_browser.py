@@ -122,10 +122,14 @@ def lab(request: pytest.FixtureRequest, docker_client: Any, tmp_path_factory: py
         log.close()
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
+# Module-scoped: Playwright's sync API runs an event loop in this thread while it is open, which
+# the async tests after this module (pytest-jupyter's) must not find running.
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    home = tmp_path_factory.mktemp("chromium-home")  # its crash database and caches: not the user's
+    environment = {**os.environ, "XDG_CONFIG_HOME": str(home / "config"), "XDG_CACHE_HOME": str(home / "cache")}
     with playwright.sync_playwright() as driver:
-        chromium = driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        chromium = driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, env=environment)
         yield chromium
         chromium.close()
 
@@ -145,18 +149,19 @@ def open_notebook(page: Any, lab: Lab, name: str) -> None:
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']")
 
 
-def open_palette(page: Any) -> None:
-    """The command palette, as its command opens it; again if the notebook took the focus back
-    (it may, while it settles after opening)."""
-    palette = page.locator(".lm-CommandPalette-input")
+def run_from_palette(page: Any, label: str) -> None:
+    """Run a command from the command palette, as a user does: open it, type, click. The palette
+    hides when it loses the focus, which a notebook still settling after it opened can take back:
+    then again, up to five times."""
     for _ in range(5):
         page.evaluate("window.jupyterapp.commands.execute('apputils:activate-command-palette')")
         try:
-            palette.wait_for(state="visible", timeout=3000)
+            page.locator(".lm-CommandPalette-input").fill(label.rstrip("…"), timeout=3000)
+            page.locator(f".lm-CommandPalette-item:has-text('{label}')").click(timeout=3000)
             return
         except playwright.Error:
             continue
-    palette.wait_for(state="visible", timeout=3000)
+    raise AssertionError(f"the command palette never stayed open long enough to run {label!r}")
 
 
 def fill_dialog(page: Any, tag: str | None = None, live: bool = False) -> None:
@@ -192,9 +197,7 @@ def test_containerize_from_the_palette_streams_steps_to_three_matches_and_keeps_
         lab: Lab, page: Any, docker_client: Any) -> None:
     tag = f"nb2c-test/lab-saved-{lab.name.replace('.', '')}:latest"
     open_notebook(page, lab, "house_prices.ipynb")
-    open_palette(page)
-    page.fill(".lm-CommandPalette-input", "Containerize")
-    page.click(".lm-CommandPalette-item:has-text('Containerize…')")
+    run_from_palette(page, "Containerize…")
     fill_dialog(page, tag)
     # The steps arrive while the build runs, one after another, before any verdict.
     page.wait_for_selector(".nb2c-Step.nb2c-is-current")
