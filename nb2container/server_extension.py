@@ -79,6 +79,16 @@ class _Handler(APIHandler):
             raise RequestRefused(400, f"There is no notebook at {relative} under the server's root.")
         return path
 
+    def shown(self, info: runs.RunInfo) -> dict[str, Any]:
+        """A run as the panel shows it: with whether it lives, and its build folder as a path the
+        file browser can open (relative to the server's root; None when it lies outside)."""
+        shown = asdict(info)
+        shown["alive"] = info.alive
+        folder = Path(info.folder).resolve() if info.folder else None
+        root = self.root()
+        shown["folder_path"] = folder.relative_to(root).as_posix() if folder and folder.is_relative_to(root) else None
+        return shown
+
     def run_folder(self, run_id: str) -> Path:
         try:
             return runs.find(run_id, self.runs_dir())
@@ -152,7 +162,7 @@ class BuildsHandler(_Handler):
         run.claim(process.pid)
         asyncio.get_running_loop().run_in_executor(None, process.wait)  # reaped, never a zombie
         self.set_status(202)
-        self.finish(json.dumps({"id": run.info.id, "run": _shown(run.info, self.root())}))
+        self.finish(json.dumps({"id": run.info.id, "run": self.shown(run.info)}))
 
 
 class RunsHandler(_Handler):
@@ -164,14 +174,14 @@ class RunsHandler(_Handler):
         if relative:
             path = str(self.notebook_path(relative))
             listed = [info for info in listed if info.notebook == path]
-        self.finish(json.dumps([_shown(info, self.root()) for info in listed]))
+        self.finish(json.dumps([self.shown(info) for info in listed]))
 
 
 class RunHandler(_Handler):
     @web.authenticated
     @authorized
     async def get(self, run_id: str) -> None:
-        self.finish(json.dumps(_shown(runs.read_info(self.run_folder(run_id)), self.root())))
+        self.finish(json.dumps(self.shown(runs.read_info(self.run_folder(run_id)))))
 
     @web.authenticated
     @authorized(action="execute")
@@ -182,7 +192,7 @@ class RunHandler(_Handler):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(info.pid, signal.SIGTERM)  # the build removes its containers and tags nothing
         self.set_status(202)
-        self.finish(json.dumps(_shown(info, self.root())))
+        self.finish(json.dumps(self.shown(info)))
 
 
 class EventsHandler(_Handler):
@@ -201,7 +211,7 @@ class EventsHandler(_Handler):
             await asyncio.sleep(0.25)
             found = runs.events(folder, after)
         info = runs.read_info(folder)
-        self.finish(json.dumps({"events": found, "run": _shown(info, self.root()), "ended": not info.alive}))
+        self.finish(json.dumps({"events": found, "run": self.shown(info), "ended": not info.alive}))
 
 
 class ReportHandler(_Handler):
@@ -265,16 +275,6 @@ def _parse(argv: list[str]) -> Any:
         except SystemExit:
             message = errors.getvalue().strip().splitlines()[-1].split("error: ", 1)[-1]
             raise UsageError(f"The options were refused: {message}.") from None
-
-
-def _shown(info: runs.RunInfo, root: Path) -> dict[str, Any]:
-    """A run as the panel shows it: with whether it lives, and its build folder as a path the
-    file browser can open (relative to the server's root; None when it lies outside)."""
-    shown = asdict(info)
-    shown["alive"] = info.alive
-    folder = Path(info.folder).resolve() if info.folder else None
-    shown["folder_path"] = folder.relative_to(root).as_posix() if folder and folder.is_relative_to(root) else None
-    return shown
 
 
 def load(serverapp: Any) -> None:
