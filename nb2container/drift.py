@@ -7,12 +7,11 @@ installed distribution with the frozen environment. Any difference fails the bui
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 from packaging.utils import canonicalize_name
 
-from nb2container import cache
+from nb2container import reuse
 from nb2container.engines import ContainerEngine
 from nb2container.model import BuiltImage, FrozenEnvironment
 from nb2container.progress import Progress
@@ -53,17 +52,12 @@ def check(engine: ContainerEngine, image: str, frozen: FrozenEnvironment) -> lis
 
 def check_or_reuse(engine: ContainerEngine, image: BuiltImage, frozen: FrozenEnvironment, own_template: bool,
                    progress: Progress) -> list[str]:
-    """``check``, unless an image with the same layers but its last passed it: with nb2container's
-    own Dockerfile the last layer holds only the function's files under /app (the spec, the module,
-    the SBOM), which the probe does not read, so a rebuild after an edit has nothing new to check."""
-    marker = None
-    if own_template and len(image.layers) > 1:
-        facts = [image.layers[:-1], frozen.python_version, [(p.name, p.version, p.sha256) for p in frozen.pins]]
-        marker = cache.folder("drift") / hashlib.sha256(json.dumps(facts).encode()).hexdigest()
-        if marker.exists():
-            progress.reused("the drift check of an image with the same Python and packages layers")
-            return []
+    """``check``, unless an image with the same layers but its last passed it (reuse.drift_key)."""
+    key = reuse.drift_key(image, frozen, own_template)
+    if reuse.drift_passed(key):
+        progress.reused("the drift check of an image with the same Python and packages layers")
+        return []
     found = check(engine, image.id, frozen)
-    if marker is not None and not found:
-        marker.touch()
+    if not found:
+        reuse.keep_drift_pass(key)
     return found

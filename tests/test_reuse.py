@@ -5,6 +5,7 @@ check of the same layers (drift.check_or_reuse), and what the engine's cache gav
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -105,3 +106,27 @@ def test_the_drift_check_is_reused_only_for_the_same_layers_under_the_functions_
     assert engine.probes == 2
     drift.check_or_reuse(engine, edited, lock, False, progress)  # the team's own templates: always checked
     assert engine.probes == 3
+
+
+def test_what_is_kept_for_reuse_is_bounded_least_recently_used_first(
+    wheels: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reuse, "KEEP", 2)
+    engine, lock, progress = ProbeCounter(), frozen(wheels), SilentProgress()
+
+    def later() -> None:  # file times are the kernel's coarse clock: a jiffy apart, so in order
+        time.sleep(0.02)
+
+    images = [BuiltImage(f"sha256:{n}", 1, layers=("base", f"venv-{n}", "app")) for n in range(3)]
+    for image in images[:2]:
+        drift.check_or_reuse(engine, image, lock, True, progress)
+        later()
+    assert reuse.drift_passed(reuse.drift_key(images[0], lock, True))  # used again: the newest now
+    later()
+    drift.check_or_reuse(engine, images[2], lock, True, progress)  # a third: the least recently used goes
+    assert [reuse.drift_passed(reuse.drift_key(image, lock, True)) for image in images] == [True, False, True]
+    keys = [reuse.freeze_key(capture(environment=str(n)), Options(notebook=None), None) for n in range(3)]
+    for key in keys:
+        reuse.keep_freeze(key, lock)
+        later()
+    assert [reuse.reused_freeze(key) is not None for key in keys] == [False, True, True]
