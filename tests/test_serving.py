@@ -200,6 +200,20 @@ def test_a_crashed_worker_is_replaced_and_ready_stays_200(faults: Built, docker_
         assert all(served.predict({"x": 1}) == (200, {"result": 2.0}) for _ in range(4))
 
 
+def test_preloading_loads_the_function_once_before_the_workers(
+    faults: Built, docker_client: docker.DockerClient
+) -> None:
+    """NB2C_PRELOAD=1: the arbiter loads `calibration` (2 s) before forking, so each worker is
+    ready at once, and the metrics the workers write still add up."""
+    with serving(docker_client, faults.tag, environment={"NB2C_PRELOAD": "1", "NB2C_WORKERS": "2"}) as served:
+        assert all(served.predict({"x": 1}) == (200, {"result": 2.0}) for _ in range(4))
+        loads = [json.loads(line)["load_seconds"] for line in served.logs().splitlines() if '"event": "ready"' in line]
+        assert len(loads) == 2 and max(loads) < 1, loads
+        status, metrics, _ = served.request("GET", "/metrics")
+        assert status == 200, metrics
+        assert re.search(r'nb2c_requests_total\{code="200",method="POST",path="/predict"\} 4\.0', metrics), metrics
+
+
 def test_workers_follow_the_cpu_limit_unless_told(faults: Built, docker_client: docker.DockerClient) -> None:
     def started(**run: Any) -> dict[str, Any]:
         with serving(docker_client, faults.tag, **run) as served:

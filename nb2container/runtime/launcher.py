@@ -107,14 +107,15 @@ def settings() -> dict[str, Any]:
         "worker_tmp_dir": str(RUNTIME_DIR),
         "control_socket_disable": True,
         "proc_name": "nb2container",
-        "on_starting": _on_starting,
         "when_ready": _when_ready,
         "post_fork": _post_fork,
         "child_exit": _child_exit,
     }
 
 
-def _on_starting(arbiter: Any) -> None:
+def _prepare_runtime_dir() -> None:
+    """Before gunicorn loads the application: with NB2C_PRELOAD its arbiter imports nb2c_wsgi,
+    whose metrics write here, before any server hook (on_starting) would run."""
     shutil.rmtree(RUNTIME_DIR, ignore_errors=True)
     (RUNTIME_DIR / "metrics").mkdir(parents=True)
     (RUNTIME_DIR / "ready").mkdir()
@@ -359,7 +360,7 @@ def _gunicorn_classes() -> dict[str, Any]:
           connections are refused, not dropped) and answers what it holds within the grace."""
 
         def init_process(self) -> None:
-            import nb2c_wsgi  # after on_starting made the metrics folder it writes to
+            import nb2c_wsgi  # after main() made the metrics folder it writes to
 
             self.reading: dict[Any, float] = {}  # connection -> when its request must have arrived
             self.lingering: dict[Any, float] = {}  # closing socket -> when it is closed anyway
@@ -698,6 +699,7 @@ def main() -> None:
             super().handle_term()
 
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(RUNTIME_DIR / "metrics"))
+    _prepare_runtime_dir()
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(_JsonFormatter())
     logging.getLogger("nb2container").addHandler(handler)
