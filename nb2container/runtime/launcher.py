@@ -44,11 +44,12 @@ from pathlib import Path
 from typing import Any
 
 try:  # inside the package (tests) or beside this file in the image
-    from nb2container.runtime import budget
+    from nb2container.runtime import budget, plain_call
     from nb2container.runtime.layout import IMAGE
     from nb2container.runtime.probes import ProbeServer
 except ImportError:
     import nb2c_budget as budget  # type: ignore[no-redef]
+    import nb2c_plain_call as plain_call  # type: ignore[no-redef]
     from nb2c_layout import IMAGE  # type: ignore[no-redef]
     from nb2c_probes import ProbeServer  # type: ignore[no-redef]
 
@@ -490,10 +491,38 @@ def _gunicorn_classes() -> dict[str, Any]:
         def _handle_here(self, conn: Any) -> None:
             """A call, whole in memory, answered in this (the main) thread, where it would run
             anyway: handing it to a thread and back would only add latency. Other paths go to
-            the threads, so /health answers during a long call."""
+            the threads, so /health answers during a long call. A plain call (plain_call.py) is
+            answered without gunicorn's parser; anything else, and everything while stopping,
+            by gunicorn's own handling."""
             done: Future[Any] = Future()
-            done.set_result(self.handle(conn))  # gunicorn's handle answers every error itself
+            buffered = conn.parser is not None and conn.parser.unreader.buf.getvalue()
+            call = None if buffered or not self.alive else plain_call.parse(conn.prefetched)
+            done.set_result(self._answer_plain(conn, call) if call else self.handle(conn))  # both answer every error
             self.finish_request(conn, done)
+
+        def _answer_plain(self, conn: Any, call: Any) -> bool:
+            """Answer a plain call through the WSGI application; whether to keep the connection."""
+            started = time.perf_counter()
+            conn.init()  # gunicorn's parser reads whatever this connection sends next
+            conn.prefetched = bytearray()
+            environ = call.environ(conn.client, conn.server)
+            reply: list[Any] = []  # what start_response was given: the status, the headers
+            body, keep_alive = b"", False
+            try:
+                body = b"".join(self.wsgi(environ, lambda *given: reply.extend(given[:2])))
+                self.nr += 1
+                keep_alive = (call.keep_alive and self.alive and self.nr < self.max_requests
+                              and len(self.keepalived_conns) < self.max_keepalived)
+                conn.sock.sendall(plain_call.answer(reply[0], reply[1], body, keep_alive, util.http_date()))
+            except OSError:  # the client went away, or did not read its answer in time
+                return False
+            except Exception:
+                self.log.exception("Error handling request")
+                return False
+            finally:
+                if reply:
+                    self.log.access_line(environ, reply[0], len(body), time.perf_counter() - started)
+            return bool(keep_alive)
 
         def _poll(self, conn: Any) -> None:
             if not conn.polled:
@@ -597,14 +626,16 @@ def _gunicorn_classes() -> dict[str, Any]:
                 handler.setFormatter(_JsonFormatter())
 
         def access(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> None:
+            self.access_line(environ, resp.status, getattr(resp, "sent", None), request_time.total_seconds())
+
+        def access_line(self, environ: dict[str, Any], status: Any, sent: int | None, seconds: float) -> None:
             if not self.access_log_enabled:
                 return
             self.access_log.info(json.dumps({
                 "time": _now(), "kind": "access", "remote": environ.get("REMOTE_ADDR"),
                 "method": environ.get("REQUEST_METHOD"), "path": environ.get("PATH_INFO"),
-                "status": int(str(resp.status).split()[0]) if resp.status else None,
-                "bytes": getattr(resp, "sent", None),
-                "duration_ms": round(request_time.total_seconds() * 1000, 3), "pid": os.getpid()}))
+                "status": int(str(status).split()[0]) if status else None, "bytes": sent,
+                "duration_ms": round(seconds * 1000, 3), "pid": os.getpid()}))
 
     return {"GuardedWorker": GuardedWorker, "JsonLogger": JsonLogger}
 
