@@ -89,12 +89,13 @@ def test_magic_shows_progress_and_a_passing_smoke_table(magic_run: dict[str, Any
     assert "nb2c-test/magic:latest" in summary.data["text/html"]
 
 
-def test_magic_builds_are_recorded_as_runs(magic_run: dict[str, Any]) -> None:
+def test_magic_builds_are_recorded_as_runs(magic_run: dict[str, Any], docker_client: docker.DockerClient) -> None:
     listed = run_cli("runs", "--runs-dir", magic_run["work"] / "runs")
     assert listed.returncode == 0, listed.stderr
     row = listed.stdout.splitlines()[1].split()
     assert row[1:4] == ["(live", "kernel)", "predict_progression"]  # then the date and time it started
-    assert row[6:] == ["ok", "nb2c-test/magic:latest", "422", "MB"]
+    size = docker_client.images.get("nb2c-test/magic:latest").attrs["Size"]
+    assert row[6:] == ["ok", "nb2c-test/magic:latest", f"{size / 1e6:,.0f}", "MB"]  # the size the engine reports
     shown = run_cli("runs", "--runs-dir", magic_run["work"] / "runs", "show", row[0][:15])
     assert "==> Capturing `predict_progression` from this kernel" in shown.stdout
     assert "\nok: reproduces " in shown.stdout, shown.stdout
