@@ -96,6 +96,10 @@ def test_a_podman_built_image_pulled_by_digest_into_docker_passes_nb2container_t
     tested = run_cli("test", pushed, HOUSE, "--engine", "docker", "--report", tmp_path / "tested.json")
     assert tested.returncode == 0, tested.stdout + tested.stderr
     assert json.loads((tmp_path / "tested.json").read_text())["smoke"]["passed"] == 3
+    # the registry's port differs per run: its tags would pile up in the private store
+    subprocess.run(["podman", "untag", "nb2c-test/house-podman-pushed:1", f"{registry}/house-podman:1"],
+                   env={**os.environ, **podman_store}, check=True, capture_output=True)
+    docker_client.images.remove(pushed)
 
 
 POD_USER = "nb2c-pod"  # created by scripts/podman.sh, with subordinate uid and gid ranges
@@ -151,7 +155,10 @@ def test_buildah_builds_as_a_user_with_no_daemon_socket_and_no_privileges(
     def as_pod_user(script: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
         environment = {"PATH": "/usr/bin:/bin", "HOME": str(home), "NB2C_CACHE_DIR": str(home / "cache"),
                        "CONTAINERS_CONF": str(pod_folder / "containers.conf"), "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-        return subprocess.run([runuser, "-u", POD_USER, "--", "sh", "-c", script], env=environment,
+        # runuser sets HOME to the user's own home; set it again, so that Buildah's storage (vfs, a
+        # full copy per layer) lives in this folder and goes with it, not in /var/lib/nb2c-pod
+        return subprocess.run([runuser, "-u", POD_USER, "--", "sh", "-c", f"export HOME={home}\n{script}"],
+                              env=environment,
                               capture_output=True, text=True, timeout=timeout, check=False)
 
     setup = as_pod_user(f"""set -e
@@ -167,5 +174,6 @@ def test_buildah_builds_as_a_user_with_no_daemon_socket_and_no_privileges(
                         f"--engine buildah --base-image localhost/nb2c-pod-base:1 --output {work / 'build'} "
                         f"--tag nb2c-test/pod:1 --report {work / 'report.json'}")
     assert build.returncode == 0, build.stdout + build.stderr
+    assert (home / ".local/share/containers/storage/vfs").is_dir()  # removed with the folder, not kept per run
     report = json.loads((pod_folder / "work" / "report.json").read_text())
     assert report["engine"] == "buildah" and report["python"] == "3.11.2" and report["smoke"]["failed"] == 0
