@@ -155,10 +155,9 @@ def test_buildah_builds_as_a_user_with_no_daemon_socket_and_no_privileges(
     def as_pod_user(script: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
         environment = {"PATH": "/usr/bin:/bin", "HOME": str(home), "NB2C_CACHE_DIR": str(home / "cache"),
                        "CONTAINERS_CONF": str(pod_folder / "containers.conf"), "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-        # runuser sets HOME to the user's own home; set it again, so that Buildah's storage (vfs, a
-        # full copy per layer) lives in this folder and goes with it, not in /var/lib/nb2c-pod
-        return subprocess.run([runuser, "-u", POD_USER, "--", "sh", "-c", f"export HOME={home}\n{script}"],
-                              env=environment,
+        # -m: runuser would set HOME to the user's own home, and Buildah's storage (vfs, a full copy
+        # per layer) would stay in /var/lib/nb2c-pod run after run instead of going with this folder
+        return subprocess.run([runuser, "-m", "-u", POD_USER, "--", "sh", "-c", script], env=environment,
                               capture_output=True, text=True, timeout=timeout, check=False)
 
     setup = as_pod_user(f"""set -e
