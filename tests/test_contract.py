@@ -42,8 +42,10 @@ def house_capture(tmp_path: Path, bodies: list[Any]) -> Capture:
                    examples, len(examples), tmp_path / "artifacts")
 
 
-@pytest.fixture
-def app(tmp_path: Path) -> Any:
+@pytest.fixture(params=["by-name", "through-the-signature"])
+def app(tmp_path: Path, request: pytest.FixtureRequest) -> Any:
+    """The house-price app; every test runs on the common call's path (a JSON object of the
+    parameters passed by name) and on the general one (Signature.bind): the two must agree."""
     capture = house_capture(tmp_path, [{"area_sqft": 1500, "num_bedrooms": 3},
                                        {"area_sqft": 2100.5, "num_bedrooms": 4, "weights": float("nan")}])
     folder = tmp_path / "app"
@@ -57,6 +59,9 @@ def app(tmp_path: Path) -> Any:
     service = wsgi.Service(folder)
     service.load()
     service.ready.set()
+    assert service._by_name() == {"area_sqft", "num_bedrooms", "weights"}  # the JSON codec restores nothing
+    if request.param == "through-the-signature":
+        service._by_name = lambda: None  # type: ignore[method-assign]
     return wsgi.create_app(service)
 
 

@@ -23,6 +23,13 @@ def test_the_common_call_is_taken_with_its_headers_and_body() -> None:
     assert "HTTP_CONTENT_LENGTH" not in environ and environ["wsgi.input"].read() == BODY
 
 
+def test_repeated_headers_are_joined_and_the_last_content_type_wins_as_in_gunicorn() -> None:
+    call = plain_call.parse(HEAD + b"Accept: a/b\r\nContent-Type: text/plain\r\nAccept: c/d\r\n\r\n" + BODY)
+    assert call is not None
+    environ = call.environ(("10.0.0.7", 51234), ("0.0.0.0", 8000))
+    assert environ["HTTP_ACCEPT"] == "a/b,c/d" and environ["CONTENT_TYPE"] == "text/plain"
+
+
 def test_connection_close_is_honoured() -> None:
     call = plain_call.parse(HEAD + b"Connection: Close\r\n\r\n" + BODY)
     assert call is not None and not call.keep_alive

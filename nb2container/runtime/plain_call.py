@@ -18,9 +18,12 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-_REQUEST_LINE = b"POST /predict HTTP/1.1"
+_REQUEST_LINE = b"POST /predict HTTP/1.1\r\n"
 # A header line: a token name, a colon, an optional value of visible ASCII with inner spaces.
-_HEADER = re.compile(rb"([!#$%&'*+.^`|~0-9A-Za-z-]+):[ \t]*((?:[\x21-\x7e][\x20-\x7e\t]*)?[\x21-\x7e])?[ \t]*")
+_NAME = rb"[!#$%&'*+.^`|~0-9A-Za-z-]+"
+_VALUE = rb"(?:[\x21-\x7e][\x20-\x7e\t]*)?[\x21-\x7e]"
+_FIELD = re.compile(rb"(" + _NAME + rb"):[ \t]*(" + _VALUE + rb")?[ \t]*\r\n")
+_FIELDS = re.compile(rb"(?:" + _NAME + rb":[ \t]*(?:" + _VALUE + rb")?[ \t]*\r\n)*")  # the whole head, checked in C
 _DIGITS = re.compile(rb"[0-9]{1,12}")
 _NOT_HERE = frozenset({b"transfer-encoding", b"expect", b"upgrade", b"http2-settings", b"trailer"})
 MAX_FIELDS = 100  # gunicorn's limit_request_fields: past it, gunicorn refuses the request
@@ -29,7 +32,7 @@ MAX_HEAD = 8190  # gunicorn's limit_request_field_size, for the whole head here
 
 @dataclass
 class PlainCall:
-    headers: list[tuple[str, str]]  # (lower-case name, value), as sent
+    fields: dict[str, str]  # the headers as the environ has them (CONTENT_TYPE, HTTP_*)
     body: bytes
     keep_alive: bool
 
@@ -45,47 +48,45 @@ class PlainCall:
             "wsgi.errors": sys.stderr, "wsgi.multithread": True, "wsgi.multiprocess": True, "wsgi.run_once": False,
             "CONTENT_LENGTH": str(len(self.body)),
         }
-        for name, value in self.headers:
-            if name == "content-type":
-                environ["CONTENT_TYPE"] = value
-            elif name != "content-length":
-                key = "HTTP_" + name.upper().replace("-", "_")
-                environ[key] = f"{environ[key]},{value}" if key in environ else value
+        environ.update(self.fields)
         return environ
 
 
 def parse(data: bytes | bytearray) -> PlainCall | None:
     """The request in ``data`` if it is a plain call arrived whole, with nothing after it."""
     end = data.find(b"\r\n\r\n")
-    if end < 0 or end > MAX_HEAD or not data.startswith(_REQUEST_LINE + b"\r\n"):
+    if end < 0 or end > MAX_HEAD or not data.startswith(_REQUEST_LINE):
         return None
-    lines = bytes(data[len(_REQUEST_LINE) + 2:end]).split(b"\r\n") if end > len(_REQUEST_LINE) else []
-    if len(lines) > MAX_FIELDS:
+    head = bytes(data[len(_REQUEST_LINE):end + 2])  # the header lines, each ending in CRLF
+    if head.count(b"\r\n") > MAX_FIELDS or not _FIELDS.fullmatch(head):  # folded, non-ASCII, a bare CR, ...
         return None
-    headers: list[tuple[str, str]] = []
+    fields: dict[str, str] = {}
     length: int | None = None
     keep_alive = True
-    for line in lines:
-        field = _HEADER.fullmatch(line)
-        if field is None:  # folded, non-ASCII, a bare CR or LF, a space before the colon, ...
-            return None
-        name, value = field.group(1).lower(), field.group(2) or b""
+    for raw_name, raw_value in _FIELD.findall(head):
+        name = raw_name.lower()
         if name in _NOT_HERE:
             return None
         if name == b"content-length":
-            if length is not None or not _DIGITS.fullmatch(value):
+            if length is not None or not _DIGITS.fullmatch(raw_value):
                 return None
-            length = int(value)
-        elif name == b"connection":
-            token = value.lower()
+            length = int(raw_value)
+            continue
+        if name == b"connection":
+            token = raw_value.lower()
             if token not in (b"keep-alive", b"close"):
                 return None
             keep_alive = token == b"keep-alive"
-        headers.append((name.decode("ascii"), value.decode("ascii")))
+        value = raw_value.decode("ascii")
+        if name == b"content-type":  # as gunicorn: the last one
+            fields["CONTENT_TYPE"] = value
+            continue
+        key = "HTTP_" + name.decode("ascii").upper().replace("-", "_")
+        fields[key] = f"{fields[key]},{value}" if key in fields else value
     body = bytes(data[end + 4:])
     if length is None or len(body) != length:  # no length, a short body, or a pipelined request after it
         return None
-    return PlainCall(headers, body, keep_alive)
+    return PlainCall(fields, body, keep_alive)
 
 
 def answer(status: str, headers: list[tuple[str, str]], body: bytes, keep_alive: bool, date: str) -> bytes:

@@ -22,6 +22,7 @@ traceback goes to the log), 504 when a call runs past NB2C_TIMEOUT seconds.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import inspect
 import io
@@ -92,7 +93,7 @@ def call_with_alarm(work: Callable[[], Any], timeout: float) -> Any:
     CallTimeout inside it, which also interrupts a sleep or a wait in C. Code stuck in C that
     never returns to Python is left to gunicorn, which replaces a worker silent that long."""
 
-    if signal.getsignal(signal.SIGALRM) is not _expire:  # once per worker, unless the function replaced it
+    if _handler_of(signal.SIGALRM) is not _expire:  # once per worker, unless the function replaced it
         signal.signal(signal.SIGALRM, _expire)
     try:
         signal.setitimer(signal.ITIMER_REAL, timeout)
@@ -103,6 +104,12 @@ def call_with_alarm(work: Callable[[], Any], timeout: float) -> Any:
     except CallTimeout:
         raise RequestError(504, f"the call ran past the timeout of {timeout:g} s (NB2C_TIMEOUT) "
                                 "and was stopped") from None
+
+
+try:  # signal.getsignal's own C function: the wrapper tries an enum through an exception, 3 µs a call
+    from _signal import getsignal as _handler_of
+except ImportError:
+    _handler_of = signal.getsignal
 
 
 def _expire(signum: int, frame: Any) -> None:
@@ -126,6 +133,11 @@ class Service:
         # Where a call runs: here, or (nb2c_launcher, without batching) handed to the worker's main
         # thread, the only one SIGALRM can interrupt.
         self.runner: Callable[[Callable[[], Any]], Any] = lambda work: work()
+        # The common call's plan (_by_name), made for this signature.
+        self._plan_for: inspect.Signature | None = None
+        self._names: frozenset[str] | None = None
+        self._order: tuple[str, ...] = ()
+        self._required: frozenset[str] = frozenset()
 
     def load(self) -> None:
         """Import the function and its artifacts (in each worker, or once before forking)."""
@@ -153,18 +165,20 @@ class Service:
 
     def call(self, body: Any) -> dict[str, Any]:
         """Check and restore the arguments, supply the bound ones, call, encode the answer."""
-        if not self.ready.wait(TIMEOUT_SECONDS):  # a request during start-up waits for the function
+        if not (self.ready.is_set() or self.ready.wait(TIMEOUT_SECONDS)):  # during start-up, wait for it
             raise RequestError(503, "the model is still loading; retry shortly", (("Retry-After", "1"),))
-        bound_call = self._bind(body)
+        args, kwargs = self._bind(body)
         prints = bool(self.spec.get("prints"))
+        # The batchers wait for the calls in flight; without them, there is nothing to count.
+        counted = batching.IN_FLIGHT if self.batching else _UNCOUNTED
 
         def work() -> dict[str, Any]:
             printed = io.StringIO() if prints else None
             if printed is not None and isinstance(sys.stdout, _ThreadStdout):
                 sys.stdout.local.buffer = printed
             try:
-                with batching.IN_FLIGHT:
-                    result = self.function(*bound_call.args, **bound_call.kwargs)
+                with counted:
+                    result = self.function(*args, **kwargs)
                     if inspect.iscoroutine(result):
                         result = asyncio.run(result)
             finally:
@@ -182,7 +196,38 @@ class Service:
                 raise RequestError(504, f"{exc} (NB2C_TIMEOUT)") from None
         return self.runner(lambda: call_with_alarm(work, TIMEOUT_SECONDS))
 
-    def _bind(self, body: Any) -> inspect.BoundArguments:
+    def _bind(self, body: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The call's positional and keyword arguments, checked against the contract and restored."""
+        names = self._by_name()
+        if names is not None and type(body) is dict and body.keys() <= names and self._required <= body.keys():
+            return (), self._checked({name: body[name] for name in self._order if name in body})
+        return self._bind_generally(body)
+
+    def _by_name(self) -> frozenset[str] | None:
+        """The parameter names when a JSON object of them can be passed as keywords as it is (no
+        positional-only or variadic parameters, nothing bound by the server, every argument used
+        as JSON gives it), else None: the common call needs neither ``Signature.bind`` nor its checks."""
+        if self._plan_for is not self.signature:
+            self._plan_for, self._names = self.signature, None
+            parameters = list(self.signature.parameters.values()) if self.signature else []
+            restored = self.spec.get("codecs", {}).get("params", {}).values()
+            if (self.signature and not self.spec.get("bound") and all(c.get("kind", "json") == "json" for c in restored)
+                    and all(p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) for p in parameters)):
+                self._order = tuple(p.name for p in parameters)
+                self._names = frozenset(self._order)
+                self._required = frozenset(p.name for p in parameters if p.default is p.empty)
+        return self._names
+
+    def _checked(self, arguments: dict[str, Any]) -> dict[str, Any]:
+        properties = self.spec.get("request_schema", {}).get("properties", {})
+        for name, value in arguments.items():  # the contract /openapi.json documents
+            try:
+                arguments[name] = contract.check(properties.get(name, {}), value, name)
+            except contract.ContractError as exc:
+                raise RequestError(422, str(exc)) from None
+        return arguments
+
+    def _bind_generally(self, body: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:
         spec, signature = self.spec, self.signature
         assert signature is not None
         bound: dict[str, str] = spec.get("bound", {})  # parameter -> the module's global that holds it
@@ -209,20 +254,15 @@ class Service:
             call = signature.bind(*args, **kwargs)
         except TypeError as exc:
             raise RequestError(422, f"arguments do not match {spec['function']}{spec['signature']}: {exc}") from None
-        properties = spec.get("request_schema", {}).get("properties", {})
-        for name, value in call.arguments.items():  # the contract /openapi.json documents
-            if name not in bound:
-                try:
-                    call.arguments[name] = contract.check(properties.get(name, {}), value, name)
-                except contract.ContractError as exc:
-                    raise RequestError(422, str(exc)) from None
+        call.arguments.update(self._checked({name: value for name, value in call.arguments.items()
+                                             if name not in bound}))
         for name, codec in spec.get("codecs", {}).get("params", {}).items():
             if name in call.arguments and name not in bound:
                 try:
                     call.arguments[name] = codecs.decode(codec, call.arguments[name])
                 except (ValueError, TypeError, OverflowError) as exc:
                     raise RequestError(422, f"`{name}`: {exc}") from None
-        return call
+        return call.args, call.kwargs
 
 
 class Metrics:
@@ -297,7 +337,7 @@ def create_app(service: Service) -> Callable[[dict[str, Any], Callable[..., Any]
             if path == "/metrics":
                 content_type = "text/plain; version=0.0.4; charset=utf-8"
             # numpy and pandas results become JSON here; a result with no JSON form is the function's 500
-            body = payload if isinstance(payload, bytes) else json.dumps(payload, default=codecs.to_json).encode()
+            body = payload if isinstance(payload, bytes) else _ENCODE(payload).encode()
         except RequestError as exc:
             status, headers = exc.status, exc.headers
             body = json.dumps({"error": str(exc)}).encode()
@@ -307,7 +347,7 @@ def create_app(service: Service) -> Callable[[dict[str, Any], Callable[..., Any]
                                   "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}))
             status = 500
             body = json.dumps({"error": _error_text(service, exc, error_id), "error_id": error_id}).encode()
-        start_response(f"{status} {HTTPStatus(status).phrase}",
+        start_response(_status_line(status),
                        [("Content-Type", content_type), ("Content-Length", str(len(body))), *headers])
         METRICS.observe(path, method, status, time.perf_counter() - started)
         return [body]
@@ -316,6 +356,16 @@ def create_app(service: Service) -> Callable[[dict[str, Any], Callable[..., Any]
 
 
 application = create_app(SERVICE)  # what gunicorn serves
+_ENCODE = json.JSONEncoder(default=codecs.to_json).encode  # json.dumps(..., default=) makes one per call
+_UNCOUNTED = contextlib.nullcontext()
+_STATUS_LINES: dict[int, str] = {}
+
+
+def _status_line(status: int) -> str:
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = _STATUS_LINES[status] = f"{status} {HTTPStatus(status).phrase}"
+    return line
 
 
 def _error_text(service: Service, exc: Exception, error_id: str) -> str:
@@ -399,6 +449,7 @@ def _read_json(environ: dict[str, Any], held: budget.Hold) -> Any:
         raise deep from None
     except ValueError as exc:
         raise RequestError(400, f"the body is not valid JSON: {exc}") from None
-    if contract.depth(body) > contract.MAX_DEPTH:
+    # Walked only when the body holds enough brackets to nest that deep (inside strings too).
+    if raw.count(b"[") + raw.count(b"{") > contract.MAX_DEPTH and contract.depth(body) > contract.MAX_DEPTH:
         raise deep
     return body
