@@ -29,6 +29,7 @@ The image's HEALTHCHECK is ``nb2c_health.py`` (C modules only: ``_socket``, ``po
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import math
@@ -169,6 +170,10 @@ def _post_fork(arbiter: Any, worker: Any) -> None:
             if not preloaded:
                 service.load()
             service.start()
+            # What loading made lives as long as the worker: kept out of the collector's full
+            # passes, which otherwise walk the model and its libraries (70 ms for a small forest).
+            gc.collect()
+            gc.freeze()
             (RUNTIME_DIR / "ready" / str(os.getpid())).touch()
         except BaseException:
             logging.getLogger("nb2container").exception("loading the function failed")
@@ -366,6 +371,7 @@ def _gunicorn_classes() -> dict[str, Any]:
             self.reading: dict[Any, float] = {}  # connection -> when its request must have arrived
             self.lingering: dict[Any, float] = {}  # closing socket -> when it is closed anyway
             self.max_body = nb2c_wsgi.MAX_BODY_BYTES
+            self.next_notify = 0.0
             # The requests this worker's poller holds count against the budget its threads use too.
             self.budget = nb2c_wsgi.BUDGET = budget.Budget(budget.per_worker(self.cfg.workers))
             if not BATCHING:
@@ -419,7 +425,8 @@ def _gunicorn_classes() -> dict[str, Any]:
                 _answer_and_close(client, 503, _TOO_MANY, ("Retry-After: 1",))
                 return
             self.nr_conns += 1
-            self._read(GuardedConn(self, self.cfg, GuardedSocket(client), address, listener.getsockname()), at_once)
+            self._read(GuardedConn(self, self.cfg, GuardedSocket(client), address, listener.getsockname()),
+                       at_once=at_once)
 
         def _body_on_its_way(self) -> bool:
             """Whether the newest connection sent part of its request moments ago (a client that
@@ -446,28 +453,55 @@ def _gunicorn_classes() -> dict[str, Any]:
                 return True
             return False
 
-        def on_client_socket_readable(self, conn: Any, client: Any) -> None:
-            self.poller.unregister(client)  # a kept-alive connection's next request: read it whole
-            self.keepalived_conns.remove(conn)
-            self._read(conn)
+        def notify(self) -> None:
+            """The heartbeat the arbiter checks against NB2C_TIMEOUT + 5 s: touched once a second,
+            not once per round of events (a system call per request)."""
+            now = time.monotonic()
+            if now >= self.next_notify:
+                self.next_notify = now + 1.0
+                super().notify()
 
-        def _read(self, conn: Any, at_once: bool = True) -> None:
-            """Read the request: what has arrived now (usually all of it), the rest from the poller."""
+        def on_client_socket_readable(self, conn: Any, client: Any) -> None:
+            """A kept-alive connection's next request. A plain call arrived whole (nearly always)
+            is answered here, the connection staying in the poller; anything else is read whole
+            from the poller first, as a new connection's request is."""
+            # Out of the poller until answered: registered anew, a connection is reported in the
+            # order its next request arrives (left in, the poller keeps its old place in the
+            # round, and the last one answered in a round waits two rounds for its next call).
+            self.poller.unregister(client)
+            self.keepalived_conns.remove(conn)
+            data = _receive(conn.sock)
+            if not (data and self._answer_kept_alive(conn, data)):
+                self._read(conn, data)
+
+        def _answer_kept_alive(self, conn: Any, data: bytes) -> bool:
+            if BATCHING or not self.alive or not data.startswith(b"POST /predict "):
+                return False
+            if conn.parser is not None and conn.parser.unreader.buf.getvalue():
+                return False  # gunicorn's parser read ahead: the request starts there
+            call = plain_call.parse(data)
+            if call is None:
+                return False
+            self.finish_request(conn, _Answered(self._answer_plain(conn, call)))
+            return True
+
+        def _read(self, conn: Any, data: bytes | None = None, at_once: bool = True) -> None:
+            """Read the request: ``data`` or what has arrived now (usually all of it), the rest
+            from the poller."""
             conn.prefetched = bytearray()
             conn.polled = False
             self.reading[conn] = time.monotonic() + READ_TIMEOUT
-            if at_once:
+            if data is not None:
+                self._received(conn, data)
+            elif at_once:
                 self._on_readable(conn, None)
             else:
                 self._poll(conn)
 
         def _on_readable(self, conn: Any, _: Any) -> None:
-            try:
-                data = conn.sock.recv_now(65536)
-            except BlockingIOError:
-                data = None
-            except OSError:
-                data = b""
+            self._received(conn, _receive(conn.sock))
+
+        def _received(self, conn: Any, data: bytes | None) -> None:
             if data == b"":  # the client went away
                 self._drop(conn)
                 return
@@ -494,11 +528,10 @@ def _gunicorn_classes() -> dict[str, Any]:
             the threads, so /health answers during a long call. A plain call (plain_call.py) is
             answered without gunicorn's parser; anything else, and everything while stopping,
             by gunicorn's own handling."""
-            done: Future[Any] = Future()
             buffered = conn.parser is not None and conn.parser.unreader.buf.getvalue()
             call = None if buffered or not self.alive else plain_call.parse(conn.prefetched)
-            done.set_result(self._answer_plain(conn, call) if call else self.handle(conn))  # both answer every error
-            self.finish_request(conn, done)
+            keep_alive = self._answer_plain(conn, call) if call else self.handle(conn)  # both answer every error
+            self.finish_request(conn, _Answered(keep_alive))
 
         def _answer_plain(self, conn: Any, call: Any) -> bool:
             """Answer a plain call through the WSGI application; whether to keep the connection."""
@@ -570,13 +603,7 @@ def _gunicorn_classes() -> dict[str, Any]:
             self.lingering[sock] = time.monotonic() + LINGER_SECONDS
 
         def _drain(self, sock: Any, _: Any) -> None:
-            try:
-                data = sock.recv_now(65536)
-            except BlockingIOError:
-                return
-            except OSError:
-                data = b""
-            if not data:
+            if _receive(sock) == b"":
                 self._end_linger(sock)
 
         def _end_linger(self, sock: Any) -> None:
@@ -671,6 +698,31 @@ def _arrived(data: bytes | bytearray, max_body: int) -> str | None:
     if wanted > max_body:
         return "enough"
     return "whole" if len(data) - end.end() >= wanted else None
+
+
+class _Answered:
+    """What finish_request reads of a request handled in the main thread: the future it would
+    have been in a thread, without the lock and condition a Future makes."""
+
+    def __init__(self, keep_alive: Any) -> None:
+        self.keep_alive = keep_alive
+
+    def cancelled(self) -> bool:
+        return False
+
+    def result(self) -> Any:
+        return self.keep_alive
+
+
+def _receive(sock: Any) -> bytes | None:
+    """What has arrived on ``sock``, without waiting: None for nothing yet, b"" when the client
+    closed or the connection broke."""
+    try:
+        return bytes(sock.recv_now(65536))
+    except BlockingIOError:
+        return None
+    except OSError:
+        return b""
 
 
 def _answer_and_close(client: Any, status: int, body: bytes, headers: tuple[str, ...] = ()) -> None:
