@@ -45,11 +45,12 @@ from pathlib import Path
 from typing import Any
 
 try:  # inside the package (tests) or beside this file in the image
-    from nb2container.runtime import budget, plain_call
+    from nb2container.runtime import budget, loads, plain_call
     from nb2container.runtime.layout import IMAGE
     from nb2container.runtime.probes import ProbeServer
 except ImportError:
     import nb2c_budget as budget  # type: ignore[no-redef]
+    import nb2c_loads as loads  # type: ignore[no-redef]
     import nb2c_plain_call as plain_call  # type: ignore[no-redef]
     from nb2c_layout import IMAGE  # type: ignore[no-redef]
     from nb2c_probes import ProbeServer  # type: ignore[no-redef]
@@ -110,6 +111,7 @@ def settings() -> dict[str, Any]:
         "control_socket_disable": True,
         "proc_name": "nb2container",
         "when_ready": _when_ready,
+        "pre_fork": _pre_fork,
         "post_fork": _post_fork,
         "child_exit": _child_exit,
     }
@@ -125,6 +127,7 @@ def _prepare_runtime_dir() -> None:
 
 
 PROBES: ProbeServer | None = None  # the arbiter's probe listener (workers close their copy)
+LOADS = loads.Loads()  # made in the arbiter, shared with every worker it forks
 
 
 def _when_ready(arbiter: Any) -> None:
@@ -153,6 +156,10 @@ def _serving(workers: int) -> bool:
     if not started.exists() and ready >= workers:
         started.touch()
     return ready > 0 and started.exists()
+
+
+def _pre_fork(arbiter: Any, worker: Any) -> None:
+    worker.slot = LOADS.assign({getattr(other, "slot", None) for other in arbiter.WORKERS.values()})
 
 
 def _post_fork(arbiter: Any, worker: Any) -> None:
@@ -189,6 +196,7 @@ def _child_exit(arbiter: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+    LOADS.release(getattr(worker, "slot", None))
     (RUNTIME_DIR / "ready" / str(worker.pid)).unlink(missing_ok=True)
     with contextlib.suppress(OSError):  # its successor logs how long the server was a worker short
         (RUNTIME_DIR / "exited" / str(worker.pid)).write_text(str(time.time()))
@@ -371,6 +379,7 @@ def _gunicorn_classes() -> dict[str, Any]:
             self.reading: dict[Any, float] = {}  # connection -> when its request must have arrived
             self.lingering: dict[Any, float] = {}  # closing socket -> when it is closed anyway
             self.max_body = nb2c_wsgi.MAX_BODY_BYTES
+            self.slot: int | None = getattr(self, "slot", None)  # in the shared table of loads (_pre_fork)
             self.next_notify = 0.0
             # The requests this worker's poller holds count against the budget its threads use too.
             self.budget = nb2c_wsgi.BUDGET = budget.Budget(budget.per_worker(self.cfg.workers))
@@ -397,6 +406,7 @@ def _gunicorn_classes() -> dict[str, Any]:
             (a burst of new connections drains at one per call, not one per round of every
             connection held, which starved them for seconds at c=64), the rest left to an idle
             worker, which is waiting in its poller and takes them first."""
+            LOADS.publish(self.slot, self.nr_conns, 0.0)  # waiting in the poller
             try:
                 events = self.poller.select(timeout)
             except InterruptedError:
@@ -404,6 +414,7 @@ def _gunicorn_classes() -> dict[str, Any]:
             listening = [key for key, _ in events if key.fileobj in self.sockets]
             for key, _ in events:
                 if key.fileobj not in self.sockets:
+                    LOADS.publish(self.slot, self.nr_conns, time.monotonic())
                     key.data(key.fileobj)
                     for listener in listening:
                         listener.data(listener.fileobj)
@@ -414,8 +425,10 @@ def _gunicorn_classes() -> dict[str, Any]:
             """One connection per round of events, read at once: the listener defers accepting
             until a request's bytes arrived, so a call is usually whole here and runs before
             this worker accepts another; an idle worker takes the next (fair dispatch). On
-            SIGTERM (``at_once`` false) connections are only taken, and answered from the poller."""
-            if at_once and self.cfg.workers > 1 and self._body_on_its_way():
+            SIGTERM (``at_once`` false) connections are only taken, and answered from the poller.
+            A worker holding more connections than another leaves it to that one (loads.py)."""
+            if at_once and self.cfg.workers > 1 and (
+                    self._body_on_its_way() or LOADS.another_takes(self.slot, self.nr_conns, BODY_GRACE)):
                 return  # this round's connection is another worker's to take
             try:
                 client, address = listener.accept()
@@ -627,6 +640,7 @@ def _gunicorn_classes() -> dict[str, Any]:
                 conn.sock.deadline = float("inf")
 
         def handle_exit(self, sig: int, frame: Any) -> None:
+            LOADS.release(self.slot)  # a stopping worker takes no more: none is left to it
             if self.alive:
                 self.method_queue.defer(self._stop_listening)
             super().handle_exit(sig, frame)

@@ -19,8 +19,8 @@ class ImageLayout:
     server_libs: str = "/opt/nb2c-server"  # gunicorn and prometheus_client, beside the venv
     workdir: str = "/srv/notebook"  # the notebook's folder: relative paths resolve here
     # The server runtime: nb2container/runtime/NAME.py, copied into the image as nb2c_NAME.py.
-    runtime: tuple[str, ...] = ("launcher", "wsgi", "plain_call", "probes", "budget", "batching", "codecs",
-                                "contract", "health", "layout")
+    runtime: tuple[str, ...] = ("launcher", "wsgi", "plain_call", "loads", "probes", "budget", "batching",
+                                "codecs", "contract", "health", "layout")
     # /health and /ready on a port of their own, served by the arbiter (nb2c_probes.py): what the
     # HEALTHCHECK, compose and the Kubernetes probes use (NB2C_PROBE_PORT)
     probe_port: int = 8081
