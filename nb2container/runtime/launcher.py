@@ -476,8 +476,8 @@ def _gunicorn_classes() -> dict[str, Any]:
 
         def on_client_socket_readable(self, conn: Any, client: Any) -> None:
             """A kept-alive connection's next request. A plain call arrived whole (nearly always)
-            is answered here, the connection staying in the poller; anything else is read whole
-            from the poller first, as a new connection's request is."""
+            is answered here; anything else is read whole from the poller first, as a new
+            connection's request is."""
             # Out of the poller until answered: registered anew, a connection is reported in the
             # order its next request arrives (left in, the poller keeps its old place in the
             # round, and the last one answered in a round waits two rounds for its next call).
@@ -488,15 +488,21 @@ def _gunicorn_classes() -> dict[str, Any]:
                 self._read(conn, data)
 
         def _answer_kept_alive(self, conn: Any, data: bytes) -> bool:
-            if BATCHING or not self.alive or not data.startswith(b"POST /predict "):
-                return False
-            if conn.parser is not None and conn.parser.unreader.buf.getvalue():
-                return False  # gunicorn's parser read ahead: the request starts there
-            call = plain_call.parse(data)
+            call = self._plain_call(conn, data)
             if call is None:
                 return False
             self.finish_request(conn, _Answered(self._answer_plain(conn, call)))
             return True
+
+        def _plain_call(self, conn: Any, data: bytes | bytearray) -> Any:
+            """The plain call in ``data`` this (the main) thread may answer without gunicorn's
+            parser, or None: not while batching (calls meet in the threads) or stopping, nor when
+            gunicorn's parser read ahead on this connection (the request starts there)."""
+            if BATCHING or not self.alive or not data.startswith(b"POST /predict "):
+                return None
+            if conn.parser is not None and conn.parser.unreader.buf.getvalue():
+                return None
+            return plain_call.parse(data)
 
         def _read(self, conn: Any, data: bytes | None = None, at_once: bool = True) -> None:
             """Read the request: ``data`` or what has arrived now (usually all of it), the rest
@@ -541,8 +547,7 @@ def _gunicorn_classes() -> dict[str, Any]:
             the threads, so /health answers during a long call. A plain call (plain_call.py) is
             answered without gunicorn's parser; anything else, and everything while stopping,
             by gunicorn's own handling."""
-            buffered = conn.parser is not None and conn.parser.unreader.buf.getvalue()
-            call = None if buffered or not self.alive else plain_call.parse(conn.prefetched)
+            call = self._plain_call(conn, conn.prefetched)
             keep_alive = self._answer_plain(conn, call) if call else self.handle(conn)  # both answer every error
             self.finish_request(conn, _Answered(keep_alive))
 
